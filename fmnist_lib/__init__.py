@@ -1,0 +1,7 @@
+"""fmnist_lib: the small library that the Fashion-MNIST course, its app and its tests call.
+
+One concern per module: `config` (profile, paths, seeds), `data` (find, verify, download and
+parse the dataset), `audit` (duplicates, blank images, pixel statistics), `plots` (shared figures).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""The course's settings in one place: the profile (quick or full), paths and seeds.
+
+The profile comes from ``FMNIST_PROFILE`` (``quick`` or ``full``, default ``full``) and is read
+once per process. Tests and CI use ``quick``; the book shows ``full``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_CACHE = PROJECT_ROOT / "data"
+SEED = 42
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and budgets for one way of running the course.
+
+    ``train_size`` and ``test_size`` cap the number of images the model chapters use
+    (``None``: all of them). The validation split is the same in every profile.
+    """
+
+    name: str
+    train_size: int | None
+    test_size: int | None
+    validation_size: int = 6000
+
+
+PROFILES = {
+    "quick": Profile(name="quick", train_size=6000, test_size=2000),
+    "full": Profile(name="full", train_size=None, test_size=None),
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the course cannot use."""
+
+
+def profile_named(name: str) -> Profile:
+    """The profile called ``name`` (``quick`` or ``full``)."""
+    try:
+        return PROFILES[name.strip().lower()]
+    except KeyError:
+        choices = " or ".join(repr(n) for n in PROFILES)
+        raise ConfigError(f"Unknown profile {name!r}: FMNIST_PROFILE must be {choices}.") from None
+
+
+@cache
+def get_profile() -> Profile:
+    """The profile set by ``FMNIST_PROFILE`` (default ``full``), read once per process."""
+    return profile_named(os.environ.get("FMNIST_PROFILE", "full"))
