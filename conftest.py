@@ -5,12 +5,30 @@ nbval's own collector, fed the notebook that jupytext parses from the markdown i
 what nbformat would read from disk. The kernel runs in the chapter's folder, as in Jupyter.
 """
 
+import os
+import shutil
+import tempfile
 from unittest import mock
 
 import jupytext
 import nbval.plugin
 
-collect_ignore = ["_build", ".venv", "data"]
+collect_ignore = ["_build", ".venv", "data", "mlartifacts"]
+_SCRATCH_STORE = None
+
+
+def pytest_configure(config):
+    """Under pytest, tests and chapters log to a throwaway MLflow store, never to the
+    project's mlflow.db, unless MLFLOW_TRACKING_URI says otherwise."""
+    global _SCRATCH_STORE
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        _SCRATCH_STORE = tempfile.mkdtemp(prefix="fmnist-test-mlflow-")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SCRATCH_STORE}/mlflow.db"
+
+
+def pytest_unconfigure(config):
+    if _SCRATCH_STORE:
+        shutil.rmtree(_SCRATCH_STORE, ignore_errors=True)
 
 
 def _is_notebook(path) -> bool:

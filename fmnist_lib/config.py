@@ -21,18 +21,20 @@ class Profile:
     """Sizes and budgets for one way of running the course.
 
     ``train_size`` and ``test_size`` cap the number of images the model chapters use
-    (``None``: all of them). The validation split is the same in every profile.
+    (``None``: all of them); ``epochs`` is how long the neural networks train. The validation
+    split is the same in every profile.
     """
 
     name: str
     train_size: int | None
     test_size: int | None
+    epochs: int
     validation_size: int = 6000
 
 
 PROFILES = {
-    "quick": Profile(name="quick", train_size=6000, test_size=2000),
-    "full": Profile(name="full", train_size=None, test_size=None),
+    "quick": Profile(name="quick", train_size=6000, test_size=2000, epochs=2),
+    "full": Profile(name="full", train_size=None, test_size=None, epochs=30),
 }
 
 

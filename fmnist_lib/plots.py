@@ -17,8 +17,10 @@ def show_images(
     ncols: int = 10,
     size: float = 1.3,
     suptitle: str | None = None,
+    value_range: tuple[float, float] | None = (0, 255),
 ) -> Figure:
-    """A grid of grey images (n, 28, 28), light item on black as the model sees it."""
+    """A grid of grey images (n, 28, 28), light item on black as the model sees it.
+    ``value_range=None`` stretches each image's own range to black-white."""
     n = len(images)
     nrows = max(1, -(-n // ncols))
     ncols = min(ncols, max(n, 1))
@@ -28,7 +30,8 @@ def show_images(
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < n:
-            ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
+            vmin, vmax = value_range or (None, None)
+            ax.imshow(images[k], cmap="gray", vmin=vmin, vmax=vmax)
             if titles is not None:
                 ax.set_title(titles[k], fontsize=8)
     if suptitle:
@@ -110,5 +113,151 @@ def distance_heatmap(distances: np.ndarray, class_names: Sequence[str], unit: st
         cbar_kws={"label": unit},
         ax=ax,
     )
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
+    """Counts of true class (rows) against predicted class (columns); the diagonal is right."""
+    fig, ax = plt.subplots(figsize=(7.5, 6.2))
+    sns.heatmap(
+        confusion,
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        xticklabels=class_names,
+        yticklabels=class_names,
+        cbar=False,
+        ax=ax,
+    )
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, title: str = "") -> Figure:
+    """Loss and accuracy per epoch, training against validation. ``history`` has one row per
+    epoch and the columns Keras logs: loss, accuracy, val_loss, val_accuracy."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+    epochs = np.arange(1, len(history) + 1)
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.plot(epochs, history[metric], "o-", ms=3, label="training")
+        ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def compare_learning_curves(histories: dict[str, pd.DataFrame], metric: str = "loss") -> Figure:
+    """One metric per epoch for several runs: solid lines training, dashed validation."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k, (label, history) in enumerate(histories.items()):
+        epochs = np.arange(1, len(history) + 1)
+        ax.plot(epochs, history[metric], "-", color=f"C{k}", label=f"{label}, training")
+        ax.plot(epochs, history[f"val_{metric}"], "--", color=f"C{k}", label=f"{label}, validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def misclassified(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    indices: np.ndarray,
+    class_names: Sequence[str],
+    n: int = 20,
+) -> Figure:
+    """The first ``n`` of ``indices``, each titled 'true → predicted'."""
+    picks = np.asarray(indices)[:n]
+    titles = [f"{class_names[y_true[k]]}\n→ {class_names[y_pred[k]]}" for k in picks]
+    return show_images(images[picks], titles=titles, ncols=10, size=1.35)
+
+
+def per_class_accuracy(table: pd.DataFrame) -> Figure:
+    """Grouped horizontal bars: one row per class, one bar per model (the table's columns)."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) * max(1, len(table.columns) / 2) + 1))
+    table.iloc[::-1].plot.barh(ax=ax, width=0.8)
+    ax.set_xlabel("accuracy on the test set")
+    ax.set_ylabel("")
+    ax.set_xlim(min(0.5, float(table.min().min()) - 0.05), 1.0)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def hog_picture(image: np.ndarray, orientations=9, pixels_per_cell=4, cells_per_block=2) -> Figure:
+    """An image next to its histogram of oriented gradients, drawn as the dominant edge
+    directions of each cell."""
+    from skimage.feature import hog
+
+    _, picture = hog(
+        image,
+        orientations=orientations,
+        pixels_per_cell=(pixels_per_cell,) * 2,
+        cells_per_block=(cells_per_block,) * 2,
+        visualize=True,
+    )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(5, 2.7))
+    left.imshow(image, cmap="gray")
+    left.set_title("image")
+    right.imshow(picture, cmap="magma")
+    right.set_title("HOG: edge directions per cell")
+    for ax in (left, right):
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def explained_variance(ratios: np.ndarray, marks: Sequence[int] = (50, 100)) -> Figure:
+    """Cumulative share of the variance kept by the first k principal components."""
+    cumulative = np.cumsum(ratios)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(np.arange(1, len(cumulative) + 1), cumulative)
+    for k in marks:
+        ax.axvline(k, color="grey", ls=":")
+        ax.annotate(
+            f"{k}: {cumulative[k - 1]:.0%}",
+            (k, cumulative[k - 1]),
+            xytext=(5, -15),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("number of principal components")
+    ax.set_ylabel("share of pixel variance kept")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def feature_maps(model, image: np.ndarray, layer: int = 0, n: int = 16) -> Figure:
+    """The first ``n`` feature maps that layer ``layer`` of a Keras model computes for one
+    image (28, 28, 1) in [0, 1], next to the image."""
+    import keras
+
+    probe = keras.Model(model.inputs[0], model.layers[layer].output)
+    maps = np.asarray(probe(image[np.newaxis]))[0]
+    n = min(n, maps.shape[-1])
+    fig, axes = plt.subplots(2, n // 2 + 1, figsize=(1.3 * (n // 2 + 1), 2.9))
+    axes[0, 0].imshow(image[..., 0], cmap="gray")
+    axes[0, 0].set_title("input", fontsize=8)
+    for k, ax in enumerate(axes.flat[1:]):
+        if k < n:
+            ax.imshow(maps[..., k], cmap="magma")
+            ax.set_title(f"filter {k}", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
     fig.tight_layout()
     return fig

@@ -1,0 +1,65 @@
+"""Command line: ``python -m fmnist_lib train MODEL [--profile quick|full] [--set key=value]``.
+
+Trains one model outside the notebooks, with the same MLflow tracking as the chapters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, profile_named
+from .data import DatasetError
+
+
+def parse_value(text: str):
+    """A command-line value as the type it looks like: int, float, tuple, or str."""
+    if "," in text:
+        return tuple(parse_value(part) for part in text.split(",") if part)
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .training import MODELS
+
+    parser = argparse.ArgumentParser(prog="python -m fmnist_lib", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train one model, tracked in MLflow")
+    train_parser.add_argument("model", choices=list(MODELS))
+    train_parser.add_argument("--profile", help="quick or full (default: $FMNIST_PROFILE)")
+    train_parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter, e.g. --set epochs=5 --set C=3",
+    )
+    args = parser.parse_args(argv)
+
+    from .config import get_profile
+    from .training import describe, train
+
+    try:
+        profile = profile_named(args.profile) if args.profile else get_profile()
+        overrides = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--set expects KEY=VALUE, got {item!r}")
+            overrides[key.strip()] = parse_value(value.strip())
+        result = train(args.model, profile=profile, verbose=2, **overrides)
+    except (ConfigError, DatasetError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(describe(result))
+    print(f"MLflow run {result.run_id}, model {result.model_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

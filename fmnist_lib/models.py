@@ -1,0 +1,192 @@
+"""One builder per architecture. Each body reads as the list of steps or layers of the model.
+
+scikit-learn builders return an unfitted pipeline that takes flattened images, float32 rows
+of 784 values in [0, 1]. Keras builders return an uncompiled model that takes (n, 28, 28, 1)
+float32 images in [0, 1] and outputs the 10 class probabilities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline, make_union
+from sklearn.svm import SVC
+
+from .config import SEED
+
+N_CLASSES = 10
+INPUT_SHAPE = (28, 28, 1)
+# libsvm's kernel cache; its 200 MB default thrashes on tens of thousands of images.
+CACHE_MB = 2000
+
+
+# --- scikit-learn ------------------------------------------------------------------------------
+
+
+class HogFeatures(TransformerMixin, BaseEstimator):
+    """Histograms of oriented gradients (scikit-image's `hog`) of each image: (n, 784) rows
+    in, (n, n_features) float32 out. Edges and their directions, pooled over small cells, are
+    what tells a sandal from a sneaker, and they do not care about the exact pixel values."""
+
+    def __init__(self, orientations=9, pixels_per_cell=4, cells_per_block=2, n_jobs=-1):
+        self.orientations = orientations
+        self.pixels_per_cell = pixels_per_cell
+        self.cells_per_block = cells_per_block
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y=None):
+        return self
+
+    @property
+    def n_features(self) -> int:
+        cells = 28 // self.pixels_per_cell
+        blocks = cells - self.cells_per_block + 1
+        return blocks * blocks * self.cells_per_block**2 * self.orientations
+
+    def _hog(self, rows: np.ndarray) -> np.ndarray:
+        from skimage.feature import hog
+
+        cell, block = (self.pixels_per_cell,) * 2, (self.cells_per_block,) * 2
+        return np.stack(
+            [
+                hog(r.reshape(28, 28), self.orientations, cell, block, feature_vector=True)
+                for r in rows
+            ]
+        ).astype(np.float32)
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=np.float32).reshape(len(X), 28 * 28)
+        chunks = np.array_split(X, max(1, len(X) // 2000))
+        parts = Parallel(n_jobs=self.n_jobs)(delayed(self._hog)(c) for c in chunks if len(c))
+        return np.concatenate(parts) if parts else np.empty((0, self.n_features), np.float32)
+
+
+def build_svm_pixels(n_components=100, C=10.0, seed=SEED):
+    """An RBF support-vector machine on the first principal components of the pixels."""
+    return make_pipeline(
+        PCA(n_components=n_components, random_state=seed),
+        SVC(kernel="rbf", C=C, gamma="scale", cache_size=CACHE_MB, random_state=seed),
+    )
+
+
+class Rescale(TransformerMixin, BaseEstimator):
+    """Divide every feature by one number learned on the training set.
+
+    ``per="block"``: the square root of the summed feature variances, so that blocks of
+    features joined side by side weigh the same whatever their size; ``per="all"``: the
+    standard deviation of all values together, scikit-learn's reference for ``gamma="scale"``.
+    """
+
+    def __init__(self, per="block"):
+        self.per = per
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        spread = X.var(axis=0).sum() if self.per == "block" else X.var()
+        self.scale_ = float(np.sqrt(spread)) or 1.0
+        return self
+
+    def transform(self, X):
+        return (np.asarray(X, dtype=np.float32) / self.scale_).astype(np.float32)
+
+
+def build_svm_hog(n_pixel_components=50, C=10.0, gamma_factor=2.0, seed=SEED):
+    """An RBF SVM on HOG features joined by a few principal components of the pixels.
+
+    The two blocks are rescaled to the same total variance, so the 1,296 HOG features do not
+    drown the 50 components, then to unit variance overall, so that the RBF width
+    ``gamma = gamma_factor / n_features`` is ``gamma_factor`` times scikit-learn's "scale".
+    """
+    hog = HogFeatures()
+    pixel_components = PCA(n_components=n_pixel_components, random_state=seed)
+    n_features = hog.n_features + n_pixel_components
+    return make_pipeline(
+        make_union(
+            make_pipeline(hog, Rescale("block")),
+            make_pipeline(pixel_components, Rescale("block")),
+        ),
+        Rescale("all"),
+        SVC(
+            kernel="rbf",
+            C=C,
+            gamma=gamma_factor / n_features,
+            cache_size=CACHE_MB,
+            random_state=seed,
+        ),
+    )
+
+
+def build_random_forest(n_estimators=300, max_features="sqrt", seed=SEED):
+    """A forest of decision trees on raw pixels, each tree grown on a bootstrap sample."""
+    return make_pipeline(
+        RandomForestClassifier(
+            n_estimators=n_estimators, max_features=max_features, n_jobs=-1, random_state=seed
+        )
+    )
+
+
+# --- Keras -------------------------------------------------------------------------------------
+
+
+def build_dense(hidden_units=(512, 256), dropout=0.4):
+    """A multilayer perceptron: the image flattened, two hidden dense layers, softmax."""
+    from keras import Input, Sequential, layers
+
+    units_1, units_2 = hidden_units
+    return Sequential(
+        [
+            Input(shape=INPUT_SHAPE),
+            layers.Flatten(),
+            layers.Dense(units_1, activation="relu"),
+            layers.Dropout(dropout),
+            layers.Dense(units_2, activation="relu"),
+            layers.Dropout(dropout),
+            layers.Dense(N_CLASSES, activation="softmax"),
+        ],
+        name="dense",
+    )
+
+
+def build_dropout_cnn(filters=(32, 64), dense_units=128, conv_dropout=0.25, dense_dropout=0.5):
+    """Two blocks of convolution, max-pooling and dropout, then a dense head with dropout.
+
+    Set both dropout rates to 0 for the same network without dropout.
+    """
+    from keras import Input, Sequential, layers
+
+    filters_1, filters_2 = filters
+    return Sequential(
+        [
+            Input(shape=INPUT_SHAPE),
+            layers.Conv2D(filters_1, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Dropout(conv_dropout),
+            layers.Conv2D(filters_2, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Dropout(conv_dropout),
+            layers.Flatten(),
+            layers.Dense(dense_units, activation="relu"),
+            layers.Dropout(dense_dropout),
+            layers.Dense(N_CLASSES, activation="softmax"),
+        ],
+        name="dropout_cnn",
+    )
+
+
+def parameter_table(model):
+    """A Keras model's layers with their output shapes and trainable parameter counts."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "layer": layer.name,
+                "output shape": tuple(layer.output.shape[1:]),
+                "parameters": layer.count_params(),
+            }
+            for layer in model.layers
+        ]
+    ).set_index("layer")

@@ -1,0 +1,182 @@
+"""MLflow: where runs are stored, how a training run is logged, and how runs are read back.
+
+By default runs go to an embedded SQLite store, ``mlflow.db`` at the project root, with
+artifacts in ``mlartifacts/`` beside it: nothing to start, and notebooks (run from ``book/``)
+and scripts share it. Set ``MLFLOW_TRACKING_URI`` to use another store or a tracking server.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from .config import PROJECT_ROOT
+
+# Logging a model imports mlflow.genai, which imports tqdm.auto, which warns inside notebooks
+# that have no ipywidgets. Nothing of ours draws those progress bars.
+warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
+
+EXPERIMENT_NAME = "fashion-mnist"
+DEFAULT_DB = PROJECT_ROOT / "mlflow.db"
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, or the project's embedded SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """For a SQLite store, a folder beside the database (MLflow would otherwise put artifacts
+    under the current directory, which differs between the book and the scripts)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def use_experiment(name: str = EXPERIMENT_NAME) -> str:
+    """Point MLflow at the store and the experiment (created if needed); returns its id."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        experiment_id = mlflow.create_experiment(name, artifact_location=_local_artifact_root(uri))
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what a run depends on, as tags."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"version.python": platform.python_version()}
+    for package in ("numpy", "scikit-learn", "scikit-image", "tensorflow-cpu", "keras", "mlflow"):
+        try:
+            tags[f"version.{package}"] = version(package)
+        except PackageNotFoundError:
+            pass
+    return tags
+
+
+@contextmanager
+def training_run(model_name: str, tags: dict[str, str], params: dict):
+    """A run for one fit. An exception inside marks the run FAILED (never left RUNNING)."""
+    import mlflow
+
+    use_experiment()
+    with mlflow.start_run(run_name=model_name, tags={"model": model_name, **tags}) as run:
+        mlflow.log_params(params)
+        yield run
+
+
+def log_figure(fig, filename: str) -> None:
+    """Save a matplotlib figure as a PNG artifact of the active run, then close it."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(fig, filename)
+    plt.close(fig)
+
+
+def log_text(text: str, filename: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, filename)
+
+
+def epoch_logger():
+    """A Keras callback that logs loss, accuracy, val_loss and val_accuracy at every epoch."""
+    import keras
+    import mlflow
+
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
+
+    return EpochLogger()
+
+
+def find_runs(
+    profile: str | None = None, model: str | None = None, variant: str | None = None
+) -> pd.DataFrame:
+    """Finished runs of the experiment, newest first, optionally of one profile, one model and
+    one variant (``default``: trained with the course's hyperparameters; ``custom``)."""
+    import mlflow
+
+    experiment_id = use_experiment()
+    filters = ["attributes.status = 'FINISHED'"]
+    for key, value in (("profile", profile), ("model", model), ("variant", variant)):
+        if value:
+            filters.append(f"tags.{key} = '{value}'")
+    return mlflow.search_runs(
+        [experiment_id], " and ".join(filters), order_by=["attributes.start_time DESC"]
+    )
+
+
+class MissingRunError(LookupError):
+    """A chapter needs a run that is not in the store yet."""
+
+
+def latest_runs(
+    profile: str, models: list[str] | None = None, require: bool = False
+) -> pd.DataFrame:
+    """The newest finished run of each model trained with the course's own hyperparameters
+    for ``profile``, one row per model (indexed by model name), in the order of ``models``
+    when given. With ``require``, a model of ``models`` without such a run is an error that
+    says how to make one."""
+    runs = find_runs(profile, variant="default")
+    latest = runs.drop_duplicates("tags.model").set_index("tags.model") if len(runs) else runs
+    latest.index.name = "model"
+    if models is not None:
+        missing = [m for m in models if m not in latest.index]
+        if require and missing:
+            raise MissingRunError(
+                f"No finished {profile!r} run of {', '.join(missing)} in the MLflow store "
+                f"({tracking_uri()}). Run the chapter that trains it first, or "
+                f"`python -m fmnist_lib train {missing[0]} --profile {profile}`."
+            )
+        latest = latest.reindex([m for m in models if m in latest.index])
+    return latest
+
+
+def load_history(run_id: str) -> pd.DataFrame:
+    """The per-epoch metrics of a Keras run, one row per epoch."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    columns = {}
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        columns[key] = [m.value for m in points]
+    return pd.DataFrame(columns)
+
+
+SUMMARY_COLUMNS = {
+    "metrics.test_accuracy": "test accuracy",
+    "metrics.test_macro_f1": "macro-F1",
+    "metrics.fit_time_s": "fit time (s)",
+    "metrics.predict_ms_per_image": "predict (ms/image)",
+}
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Scores and times of runs (as from `latest_runs`), one row per model."""
+    return runs[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS)
+
+
+def per_class_table(runs: pd.DataFrame, class_names: tuple[str, ...]) -> pd.DataFrame:
+    """Test accuracy per class (rows) for each run (columns, by model)."""
+    from .evaluation import metric_slug
+
+    columns = [f"metrics.test_class_accuracy_{metric_slug(name)}" for name in class_names]
+    table = runs[columns].T
+    table.index = pd.Index(class_names, name="class")
+    return table

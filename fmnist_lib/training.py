@@ -1,0 +1,281 @@
+"""Fit any model of the course through one entry point, `train`, with every fit an MLflow run.
+
+A run records the hyperparameters, the profile, the seed, the dataset checksums and library
+versions; per-epoch loss and accuracy for Keras models; test accuracy, macro-F1, log-loss and
+per-class accuracy; fit and predict times; the confusion matrix, classification report,
+learning curves and misclassified images; and the model itself with its signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pandas as pd
+
+from . import models, plots, tracking
+from .config import SEED, Profile, get_profile
+from .data import IDX_FILES, FashionMNIST, load_fashion_mnist
+from .evaluation import Evaluation, evaluate
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the course trains: its builder, the builder arguments that differ from the
+    builder's defaults, and whether it is a scikit-learn pipeline or a Keras network."""
+
+    name: str
+    family: str
+    builder: Callable
+    description: str
+    build_params: dict = field(default_factory=dict)
+
+    def default_params(self, profile: Profile) -> dict:
+        """Every hyperparameter with its value for ``profile``: the builder's arguments, then
+        for Keras the training settings."""
+        signature = inspect.signature(self.builder)
+        params = {name: p.default for name, p in signature.parameters.items() if name != "seed"}
+        params.update(self.build_params)
+        if self.family == "keras":
+            params.update(
+                epochs=profile.epochs, batch_size=128, learning_rate=1e-3, schedule="cosine"
+            )
+        return params
+
+
+MODELS = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("svm", "sklearn", models.build_svm_pixels, "SVM (RBF) on PCA of the pixels"),
+        ModelSpec("svm-hog", "sklearn", models.build_svm_hog, "SVM (RBF) on HOG features"),
+        ModelSpec("rf", "sklearn", models.build_random_forest, "Random Forest on the pixels"),
+        ModelSpec("dense", "keras", models.build_dense, "Dense network, two hidden layers"),
+        ModelSpec("cnn", "keras", models.build_dropout_cnn, "CNN with dropout"),
+        ModelSpec(
+            "cnn-no-dropout",
+            "keras",
+            models.build_dropout_cnn,
+            "The same CNN without dropout",
+            {"conv_dropout": 0.0, "dense_dropout": 0.0},
+        ),
+    ]
+}
+_FIT_PARAMS = ("epochs", "batch_size", "learning_rate", "schedule")
+# Types beyond skops' safe defaults that our pipelines hold. Only files this library wrote are
+# loaded with them: our own transformers, and the trees of the random forest.
+SKOPS_TRUSTED_TYPES = [
+    "fmnist_lib.models.HogFeatures",
+    "fmnist_lib.models.Rescale",
+    "sklearn.tree._tree.Tree",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingResult:
+    """What one fit produced. ``history`` (one row per epoch) is None for scikit-learn."""
+
+    name: str
+    model: object
+    run_id: str
+    model_uri: str
+    params: dict
+    evaluation: Evaluation
+    history: pd.DataFrame | None
+    fit_time: float
+    predict_time: float
+    n_test: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.evaluation.accuracy
+
+    @property
+    def predict_ms_per_image(self) -> float:
+        return 1000 * self.predict_time / self.n_test
+
+
+def _fit_keras(spec, params, data, verbose):
+    import keras
+
+    build = {k: v for k, v in params.items() if k not in _FIT_PARAMS}
+    model = spec.builder(**build)
+    x, y = data.keras("train")
+    learning_rate = params["learning_rate"]
+    if params["schedule"] == "cosine":
+        # Decays to zero over the whole run: large steps early, fine ones at the end.
+        steps = params["epochs"] * -(-len(x) // params["batch_size"])
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    elif params["schedule"] != "constant":
+        raise ValueError(f"schedule must be 'constant' or 'cosine', not {params['schedule']!r}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        x,
+        y,
+        validation_data=data.keras("val"),
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        callbacks=[tracking.epoch_logger()],
+        verbose=verbose,
+    )
+    return model, pd.DataFrame(history.history)
+
+
+def _predict(spec, model, x):
+    """(labels, probabilities or None) for a batch in the model's own input view."""
+    if spec.family == "keras":
+        proba = model.predict(x, batch_size=1024, verbose=0)
+        return proba.argmax(axis=1), proba
+    proba = model.predict_proba(x) if hasattr(model, "predict_proba") else None
+    return (proba.argmax(axis=1) if proba is not None else model.predict(x)), proba
+
+
+def _save_keras_model(path, **kwargs):
+    import mlflow.keras
+
+    # mlflow.keras.save_model writes the input example before it creates the model folder
+    # (mlflow issue 16183, open in the pinned 3.17): create the folder first.
+    os.makedirs(path, exist_ok=True)
+    mlflow.keras.save_model(path=path, **kwargs)
+
+
+_KERAS_FLAVOR = SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
+
+
+def _log_model(spec, model, x_example, output_example):
+    import mlflow
+    from mlflow.models import Model, infer_signature
+
+    signature = infer_signature(x_example, output_example)
+    if spec.family == "keras":
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=_KERAS_FLAVOR,
+            model=model,
+            signature=signature,
+            input_example=x_example,
+        )
+    else:
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=x_example,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+    return info.model_uri
+
+
+def train(
+    name: str,
+    profile: Profile | None = None,
+    data: FashionMNIST | None = None,
+    verbose: int = 0,
+    **overrides,
+) -> TrainingResult:
+    """Train the model ``name`` (a key of `MODELS`) on the profile's training set, evaluate it
+    on its test set and log everything as one MLflow run. ``data`` replaces the dataset (its
+    profile-sized subset is used); the run is then tagged ``variant=custom``, as with overrides.
+
+    ``overrides`` replace hyperparameters (see ``MODELS[name].default_params``); an unknown
+    one is an error, so that a typo never trains the default model silently.
+    """
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}: choose one of {', '.join(MODELS)}.")
+    spec = MODELS[name]
+    profile = profile or get_profile()
+    # "default": the model and data as the course defines them; chapters compare these runs.
+    variant = "custom" if overrides or data is not None else "default"
+    data = (data or load_fashion_mnist()).for_profile(profile)
+    params = spec.default_params(profile)
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"{name} has no hyperparameter {sorted(unknown)}; it has {sorted(params)}")
+    params.update(overrides)
+    view = "keras" if spec.family == "keras" else "sklearn"
+    x_test, y_test = getattr(data, view)("test")
+    tags = {
+        "profile": profile.name,
+        "variant": variant,
+        "family": spec.family,
+        "seed": str(SEED),
+        "data.source": str(data.source),
+        **{f"data.sha256.{f.key}": f.sha256 for f in IDX_FILES},
+        **tracking.library_versions(),
+    }
+    logged = {
+        **params,
+        "train_size": len(data.y_train),
+        "validation_size": len(data.y_val),
+        "test_size": len(y_test),
+    }
+    with tracking.training_run(name, tags, logged) as run:
+        import mlflow
+
+        start = time.perf_counter()
+        if spec.family == "keras":
+            import keras
+
+            keras.utils.set_random_seed(SEED)
+            model, history = _fit_keras(spec, params, data, verbose)
+            mlflow.log_metric("n_parameters", model.count_params())
+        else:
+            model = spec.builder(**params, seed=SEED)
+            model.fit(*data.sklearn("train"))
+            history = None
+        fit_time = time.perf_counter() - start
+
+        start = time.perf_counter()
+        y_pred, proba = _predict(spec, model, x_test)
+        predict_time = time.perf_counter() - start
+
+        evaluation = evaluate(y_test, y_pred, data.class_names, proba)
+        mlflow.log_metrics(
+            {
+                **evaluation.metrics(),
+                "fit_time_s": fit_time,
+                "predict_time_s": predict_time,
+                "predict_ms_per_image": 1000 * predict_time / len(y_test),
+            }
+        )
+        _log_artifacts(name, data, evaluation, history)
+        output = proba if proba is not None else y_pred
+        model_uri = _log_model(spec, model, x_test[:5], output[:5])
+    return TrainingResult(
+        name, model, run.info.run_id, model_uri, params, evaluation, history, fit_time,
+        predict_time, len(y_test),
+    )  # fmt: skip
+
+
+def _log_artifacts(name, data, evaluation, history):
+    title = f"{name}: test accuracy {evaluation.accuracy:.4f}"
+    tracking.log_figure(
+        plots.confusion_matrix(evaluation.confusion, data.class_names, title),
+        "confusion_matrix.png",
+    )
+    tracking.log_text(evaluation.report, "classification_report.txt")
+    tracking.log_figure(
+        plots.misclassified(
+            data.x_test, evaluation.y_true, evaluation.y_pred, evaluation.misclassified,
+            data.class_names, n=30,
+        ),
+        "misclassified.png",
+    )  # fmt: skip
+    if history is not None:
+        tracking.log_figure(plots.learning_curves(history, title), "learning_curves.png")
+
+
+def describe(result: TrainingResult) -> str:
+    """One line a person reads: test accuracy and how long fitting and predicting took."""
+    return (
+        f"{result.name}: test accuracy {result.accuracy:.4f}, fit {result.fit_time:.1f} s, "
+        f"predict {result.predict_ms_per_image:.3f} ms per image"
+    )

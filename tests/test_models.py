@@ -1,0 +1,78 @@
+"""Builders: the right shapes and parameter counts, and every pipeline fits and predicts."""
+
+import numpy as np
+import pytest
+
+from fmnist_lib import models
+from fmnist_lib.data import load_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = load_fashion_mnist().subset(train_size=400, test_size=100)
+    return data.sklearn("train"), data.sklearn("test")
+
+
+def test_dense_layers_and_parameter_count():
+    model = models.build_dense()
+    # 784*256+256, 256*128+128, 128*10+10
+    assert model.count_params() == 200_960 + 32_896 + 1_290
+    assert model.output_shape == (None, 10)
+    assert [layer.units for layer in model.layers if hasattr(layer, "units")] == [256, 128, 10]
+
+
+def test_dropout_cnn_layers_and_parameter_count():
+    model = models.build_dropout_cnn()
+    # conv 3x3x1x32+32, conv 3x3x32x64+64, dense 7*7*64*128+128, dense 128*10+10
+    assert model.count_params() == 320 + 18_496 + 401_536 + 1_290
+    assert model.output_shape == (None, 10)
+    rates = [layer.rate for layer in model.layers if layer.__class__.__name__ == "Dropout"]
+    assert rates == [0.25, 0.25, 0.5]
+    no_dropout = models.build_dropout_cnn(conv_dropout=0.0, dense_dropout=0.0)
+    assert no_dropout.count_params() == model.count_params()
+    assert all(layer.rate == 0 for layer in no_dropout.layers if hasattr(layer, "rate"))
+
+
+def test_keras_models_output_probabilities():
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    for model in (models.build_dense(), models.build_dropout_cnn()):
+        proba = model.predict_on_batch(x)
+        assert proba.shape == (3, 10)
+        np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_hog_features_shape_and_content(small):
+    (x, _), _ = small
+    hog = models.HogFeatures()
+    features = hog.fit_transform(x[:5])
+    assert features.shape == (5, hog.n_features) == (5, 1296)
+    assert features.dtype == np.float32 and features.max() > 0
+    assert not np.allclose(features[0], features[1])
+    assert hog.transform(x[:0]).shape == (0, 1296)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: models.build_svm_pixels(n_components=20),
+        lambda: models.build_svm_hog(n_pixel_components=10),
+        lambda: models.build_random_forest(n_estimators=20),
+    ],
+    ids=["svm", "svm-hog", "rf"],
+)
+def test_sklearn_pipelines_learn(small, build):
+    (x, y), (x_test, y_test) = small
+    model = build().fit(x, y)
+    accuracy = (model.predict(x_test) == y_test).mean()
+    assert accuracy > 0.5, "far above chance (0.1) even on 400 images"
+
+
+def test_rescale_by_block_and_overall():
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=5.0, size=(500, 40))
+    by_block = models.Rescale("block").fit(x).transform(x)
+    assert by_block.var(axis=0).sum() == pytest.approx(1.0, rel=1e-3)
+    overall = models.Rescale("all").fit(x).transform(x)
+    assert overall.var() == pytest.approx(1.0, rel=1e-3)
+    constant = models.Rescale("all").fit(np.zeros((3, 2)))
+    assert constant.scale_ == 1.0, "a constant block is left as it is, not divided by zero"

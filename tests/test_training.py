@@ -1,0 +1,167 @@
+"""Every fit is one complete MLflow run in a real (temporary) store; failures are marked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+
+from fmnist_lib import tracking
+from fmnist_lib.config import PROJECT_ROOT, Profile
+from fmnist_lib.data import IDX_FILES
+from fmnist_lib.training import MODELS, train
+
+TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
+CLASS_METRICS = 10
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return tmp_path
+
+
+def _artifacts(run_id: str) -> set[str]:
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    return {a.path for a in client.list_artifacts(run_id)}
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("svm", {"n_components": 20}),
+        ("svm-hog", {"n_pixel_components": 10}),
+        ("rf", {"n_estimators": 20}),
+        ("dense", {}),
+        ("cnn", {}),
+    ],
+)
+def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
+    result = train(name, profile=TINY, **overrides)
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    keras = MODELS[name].family == "keras"
+
+    # Hyperparameters (all of them, overrides included), sizes, profile, seed, data, versions.
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    for key, value in {**MODELS[name].default_params(TINY), **overrides}.items():
+        assert params[key] == str(value)
+    assert params["train_size"] == "600" and params["test_size"] == "200"
+    assert tags["profile"] == "tiny" and tags["model"] == name and tags["seed"] == "42"
+    for spec in IDX_FILES:
+        assert tags[f"data.sha256.{spec.key}"] == spec.sha256
+    assert {"version.numpy", "version.mlflow", "version.scikit-learn"} <= set(tags)
+
+    # Final scores, per class, and times.
+    assert metrics["test_accuracy"] == pytest.approx(result.accuracy)
+    assert 0.1 < metrics["test_accuracy"] <= 1 and 0 < metrics["test_macro_f1"] <= 1
+    per_class = [k for k in metrics if k.startswith("test_class_accuracy_")]
+    assert len(per_class) == CLASS_METRICS and "test_class_accuracy_t_shirt_top" in per_class
+    assert metrics["fit_time_s"] > 0 and metrics["predict_time_s"] > 0
+    assert ("test_log_loss" in metrics) == (name != "svm" and name != "svm-hog")
+
+    # Per-epoch curves for networks.
+    if keras:
+        history = tracking.load_history(result.run_id)
+        assert len(history) == TINY.epochs
+        assert list(history.columns) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+        assert history["loss"].tolist() == pytest.approx(result.history["loss"].tolist())
+
+    # Figures and report.
+    expected = {"confusion_matrix.png", "classification_report.txt", "misclassified.png"}
+    if keras:
+        expected.add("learning_curves.png")
+    assert expected <= _artifacts(result.run_id)
+
+    # The model, with signature and input example, loads back and predicts the same.
+    info = mlflow.models.get_model_info(result.model_uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+    assert info.run_id == result.run_id
+    loaded = mlflow.pyfunc.load_model(result.model_uri)
+    example = mlflow.models.Model.load(result.model_uri).load_input_example()
+    prediction = np.asarray(loaded.predict(example))
+    assert prediction.shape[0] == 5
+
+
+def test_artifacts_live_beside_the_sqlite_store(store):
+    tracking.use_experiment()
+    location = mlflow.get_experiment_by_name(tracking.EXPERIMENT_NAME).artifact_location
+    assert location == (store / "mlartifacts").as_uri()
+
+
+def test_default_store_is_the_project_database(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri() == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def test_a_failed_fit_is_marked_failed(store):
+    with pytest.raises(ValueError):
+        train("svm", profile=TINY, n_components=5000)  # more components than pixels
+    runs = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])
+    assert runs["status"].tolist() == ["FAILED"]
+
+
+def test_unknown_hyperparameter_is_refused_before_any_run(store):
+    with pytest.raises(ValueError, match="has no hyperparameter"):
+        train("rf", profile=TINY, n_trees=10)
+    with pytest.raises(ValueError, match="Unknown model"):
+        train("knn", profile=TINY)
+    assert tracking.find_runs().empty
+
+
+def test_latest_runs_are_the_newest_default_run_of_each_model(store):
+    first = train("dense", profile=TINY)
+    second = train("dense", profile=TINY)
+    custom = train("dense", profile=TINY, hidden_units=(32, 16))
+    assert mlflow.get_run(custom.run_id).data.tags["variant"] == "custom"
+    latest = tracking.latest_runs("tiny", models=["cnn", "dense"])
+    assert latest.index.tolist() == ["dense"]
+    assert latest.loc["dense", "run_id"] == second.run_id != first.run_id
+    assert tracking.latest_runs("full").empty
+
+
+def _cli(*args, store):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+    return subprocess.run(
+        [sys.executable, "-m", "fmnist_lib", "train", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=store,
+    )
+
+
+def test_cli_trains_and_tracks(store):
+    result = _cli("rf", "--profile", "quick", "--set", "n_estimators=10", store=store)
+    assert result.returncode == 0, result.stderr
+    assert "rf: test accuracy 0." in result.stdout
+    runs = tracking.find_runs()
+    assert runs["tags.profile"].tolist() == ["quick"]
+    assert runs["params.n_estimators"].tolist() == ["10"]
+
+
+def test_cli_reports_bad_input_without_traceback(store):
+    result = _cli("rf", "--profile", "quick", "--set", "trees=3", store=store)
+    assert result.returncode == 1 and "has no hyperparameter" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _cli("rf", "--profile", "fast", store=store)
+    assert result.returncode == 1 and "Unknown profile" in result.stderr
+
+
+def test_a_chapter_asking_for_a_missing_run_is_told_how_to_make_it(store):
+    train("rf", profile=TINY, n_estimators=5)  # a custom run does not count
+    with pytest.raises(tracking.MissingRunError, match="python -m fmnist_lib train rf"):
+        tracking.latest_runs("tiny", ["rf"], require=True)
+
+
+def test_unknown_learning_rate_schedule_fails_the_run(store):
+    with pytest.raises(ValueError, match="schedule must be"):
+        train("dense", profile=TINY, schedule="step")
+    assert tracking.find_runs().empty  # finished runs only: the failed one is not among them
+    statuses = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])["status"]
+    assert statuses.tolist() == ["FAILED"]
