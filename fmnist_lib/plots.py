@@ -100,18 +100,19 @@ def intensity_histograms(
     return fig
 
 
+def _class_heatmap(matrix: np.ndarray, class_names: Sequence[str], figsize, **heatmap_kw):
+    """An annotated class-by-class heatmap; returns the figure and its axes."""
+    fig, ax = plt.subplots(figsize=figsize)
+    sns.heatmap(
+        matrix, annot=True, xticklabels=class_names, yticklabels=class_names, ax=ax, **heatmap_kw
+    )
+    return fig, ax
+
+
 def distance_heatmap(distances: np.ndarray, class_names: Sequence[str], unit: str) -> Figure:
     """A symmetric matrix of distances between classes as an annotated heatmap."""
-    fig, ax = plt.subplots(figsize=(7.5, 6))
-    sns.heatmap(
-        distances,
-        annot=True,
-        fmt=".0f",
-        cmap="viridis",
-        xticklabels=class_names,
-        yticklabels=class_names,
-        cbar_kws={"label": unit},
-        ax=ax,
+    fig, _ = _class_heatmap(
+        distances, class_names, (7.5, 6), fmt=".0f", cmap="viridis", cbar_kws={"label": unit}
     )
     fig.tight_layout()
     return fig
@@ -119,17 +120,7 @@ def distance_heatmap(distances: np.ndarray, class_names: Sequence[str], unit: st
 
 def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
     """Counts of true class (rows) against predicted class (columns); the diagonal is right."""
-    fig, ax = plt.subplots(figsize=(7.5, 6.2))
-    sns.heatmap(
-        confusion,
-        annot=True,
-        fmt="d",
-        cmap="Blues",
-        xticklabels=class_names,
-        yticklabels=class_names,
-        cbar=False,
-        ax=ax,
-    )
+    fig, ax = _class_heatmap(confusion, class_names, (7.5, 6.2), fmt="d", cmap="Blues", cbar=False)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if title:
@@ -193,7 +184,7 @@ def per_class_accuracy(table: pd.DataFrame) -> Figure:
     ax.set_ylabel("")
     ax.set_xlim(min(0.5, float(table.min().min()) - 0.05), 1.0)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 

@@ -53,3 +53,32 @@ def test_class_figures(labelled):
     assert [b.get_height() for b in bars] == list(range(10))
     heat = plots.distance_heatmap(np.eye(10), NAMES, unit="u")
     assert [t.get_text() for t in heat.get_axes()[0].get_xticklabels()] == list(NAMES)
+
+
+def test_model_figures(labelled):
+    x, y = labelled
+    confusion = np.diag(np.arange(10))
+    cells = plots.confusion_matrix(confusion, NAMES, title="t").get_axes()[0].texts
+    assert [int(t.get_text()) for t in cells][:11] == [0] + [0] * 10  # first row, then (1,0)
+    history = pd.DataFrame(
+        {"loss": [2, 1], "accuracy": [0.5, 0.7], "val_loss": [2.1, 1.2], "val_accuracy": [0.4, 0.6]}
+    )
+    curves = plots.learning_curves(history).get_axes()
+    assert [len(ax.lines) for ax in curves] == [2, 2]
+    compared = plots.compare_learning_curves({"a": history, "b": history}).get_axes()[0]
+    assert len(compared.lines) == 4
+    wrong = plots.misclassified(x, y, (y + 1) % 10, np.arange(5), NAMES, n=3).get_axes()
+    assert wrong[0].get_title() == "a\n→ b"
+    table = pd.DataFrame({"m1": np.linspace(0.6, 0.9, 10), "m2": 0.8}, index=list(NAMES))
+    bars = plots.per_class_accuracy(table).get_axes()[0].patches
+    assert len(bars) == 20
+    assert len(plots.explained_variance(np.full(100, 0.01)).get_axes()[0].lines) == 1 + 2
+    assert len(plots.hog_picture(x[0]).get_axes()) == 2
+
+
+def test_feature_maps_of_a_keras_layer(labelled):
+    from fmnist_lib.models import build_dropout_cnn
+
+    x, _ = labelled
+    fig = plots.feature_maps(build_dropout_cnn(), x[0, ..., None] / 255.0, layer=0, n=8)
+    assert sum(bool(ax.images) for ax in fig.get_axes()) == 1 + 8
