@@ -15,10 +15,12 @@ def small():
 
 def test_dense_layers_and_parameter_count():
     model = models.build_dense()
-    # 784*256+256, 256*128+128, 128*10+10
-    assert model.count_params() == 200_960 + 32_896 + 1_290
+    # 784*512+512, 512*256+256, 256*10+10
+    assert model.count_params() == 401_920 + 131_328 + 2_570
     assert model.output_shape == (None, 10)
-    assert [layer.units for layer in model.layers if hasattr(layer, "units")] == [256, 128, 10]
+    assert [layer.units for layer in model.layers if hasattr(layer, "units")] == [512, 256, 10]
+    rates = [layer.rate for layer in model.layers if layer.__class__.__name__ == "Dropout"]
+    assert rates == [0.4, 0.4]
 
 
 def test_dropout_cnn_layers_and_parameter_count():
