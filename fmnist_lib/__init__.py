@@ -1,7 +1,9 @@
 """fmnist_lib: the small library that the Fashion-MNIST course, its app and its tests call.
 
 One concern per module: `config` (profile, paths, seeds), `data` (find, verify, download and
-parse the dataset), `audit` (duplicates, blank images, pixel statistics), `plots` (shared figures).
+parse the dataset), `audit` (duplicates, blank images, pixel statistics), `models` (one builder
+per architecture), `training` (fit, evaluate and log any model), `evaluation` (scores),
+`tracking` (the MLflow store and runs), `plots` (shared figures).
 """
 
 __version__ = "0.1.0"
