@@ -29,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m fmnist_lib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    train_parser = commands.add_parser("train", help="train one model, tracked in MLflow")
+    train_parser = commands.add_parser(
+        "train",
+        help="train one model, tracked in MLflow",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="models:\n"
+        + "\n".join(f"  {name:<16}{spec.description}" for name, spec in MODELS.items()),
+    )
     train_parser.add_argument("model", choices=list(MODELS))
     train_parser.add_argument("--profile", help="quick or full (default: $FMNIST_PROFILE)")
     train_parser.add_argument(

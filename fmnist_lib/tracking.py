@@ -167,6 +167,15 @@ SUMMARY_COLUMNS = {
 }
 
 
+# How the chapters print a summary table: table.style.format(SUMMARY_FORMAT).
+SUMMARY_FORMAT = {
+    "test accuracy": "{:.4f}",
+    "macro-F1": "{:.4f}",
+    "fit time (s)": "{:.1f}",
+    "predict (ms/image)": "{:.3f}",
+}
+
+
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Scores and times of runs (as from `latest_runs`), one row per model."""
     return runs[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS)

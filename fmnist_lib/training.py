@@ -22,6 +22,10 @@ from .config import SEED, Profile, get_profile
 from .data import IDX_FILES, FashionMNIST, load_fashion_mnist
 from .evaluation import Evaluation, evaluate
 
+# How Keras models are trained, beside the epochs that the profile sets.
+KERAS_FIT_DEFAULTS = {"batch_size": 128, "learning_rate": 1e-3, "schedule": "cosine"}
+_FIT_PARAMS = ("epochs", *KERAS_FIT_DEFAULTS)
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -41,9 +45,7 @@ class ModelSpec:
         params = {name: p.default for name, p in signature.parameters.items() if name != "seed"}
         params.update(self.build_params)
         if self.family == "keras":
-            params.update(
-                epochs=profile.epochs, batch_size=128, learning_rate=1e-3, schedule="cosine"
-            )
+            params.update(epochs=profile.epochs, **KERAS_FIT_DEFAULTS)
         return params
 
 
@@ -64,7 +66,6 @@ MODELS = {
         ),
     ]
 }
-_FIT_PARAMS = ("epochs", "batch_size", "learning_rate", "schedule")
 # Types beyond skops' safe defaults that our pipelines hold. Only files this library wrote are
 # loaded with them: our own transformers, and the trees of the random forest.
 SKOPS_TRUSTED_TYPES = [

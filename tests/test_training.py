@@ -165,3 +165,10 @@ def test_unknown_learning_rate_schedule_fails_the_run(store):
     assert tracking.find_runs().empty  # finished runs only: the failed one is not among them
     statuses = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])["status"]
     assert statuses.tolist() == ["FAILED"]
+
+
+def test_cli_help_lists_every_model_with_its_description(store):
+    result = _cli("--help", store=store)
+    assert result.returncode == 0
+    for name, spec in MODELS.items():
+        assert f"{name} " in result.stdout and spec.description in result.stdout
