@@ -1,6 +1,8 @@
-"""Command line: ``python -m fmnist_lib train MODEL [--profile quick|full] [--set key=value]``.
+"""Command line of the course's library, with the same MLflow store as the chapters.
 
-Trains one model outside the notebooks, with the same MLflow tracking as the chapters.
+python -m fmnist_lib train MODEL [--profile quick|full] [--set key=value]
+python -m fmnist_lib register [--profile quick|full]
+python -m fmnist_lib champion
 """
 
 from __future__ import annotations
@@ -45,7 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a hyperparameter, e.g. --set epochs=5 --set C=3",
     )
+    register_parser = commands.add_parser(
+        "register",
+        help="register the best run of each model; promote the best of all to champion",
+    )
+    register_parser.add_argument("--profile", help="only runs of this profile (default: all)")
+    commands.add_parser("champion", help="say which model is the champion, or how to make one")
     args = parser.parse_args(argv)
+    if args.command == "register":
+        return _register(args.profile)
+    if args.command == "champion":
+        return _champion()
 
     from .config import get_profile
     from .training import describe, train
@@ -64,6 +76,41 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(describe(result))
     print(f"MLflow run {result.run_id}, model {result.model_uri}")
+    return 0
+
+
+def _register(profile: str | None) -> int:
+    from . import registry
+
+    try:
+        table = registry.register_best(profile_named(profile).name if profile else None)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if table.empty:
+        print(
+            "error: no finished run to register: train a model first, e.g. "
+            "`python -m fmnist_lib train cnn`.",
+            file=sys.stderr,
+        )
+        return 1
+    print(table.to_string(index=False))
+    return _champion()
+
+
+def _champion() -> int:
+    from . import registry
+
+    try:
+        tags = registry.champion()
+    except registry.NoModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"{registry.CHAMPION_URI} is version {tags['version']}: {tags['model']} "
+        f"({tags['profile']} profile), test accuracy {float(tags['test_accuracy']):.4f}, "
+        f"run {tags['run_id']}"
+    )
     return 0
 
 

@@ -190,3 +190,27 @@ def parameter_table(model):
             for layer in model.layers
         ]
     ).set_index("layer")
+
+
+def count_parameters(model) -> int:
+    """How many numbers a fitted model learned: a Keras model's weights; for a pipeline, the
+    PCA components and means, the SVM's support vectors, dual coefficients and intercepts, and
+    each tree's split features and thresholds plus its leaves' class counts."""
+    if hasattr(model, "count_params"):
+        return int(model.count_params())
+    if hasattr(model, "steps") or hasattr(model, "transformer_list"):
+        parts = model.steps if hasattr(model, "steps") else model.transformer_list
+        return sum(count_parameters(part) for _, part in parts)
+    if isinstance(model, PCA):
+        return int(model.components_.size + model.mean_.size)
+    if isinstance(model, SVC):
+        return int(model.support_vectors_.size + model.dual_coef_.size + model.intercept_.size)
+    if isinstance(model, RandomForestClassifier):
+        total = 0
+        for tree in model.estimators_:
+            leaves = tree.tree_.children_left == -1
+            total += 2 * int((~leaves).sum()) + N_CLASSES * int(leaves.sum())
+        return total
+    if isinstance(model, Rescale):
+        return 1
+    return 0  # HOG features are computed, not learned

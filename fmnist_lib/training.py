@@ -9,15 +9,13 @@ learning curves and misclassified images; and the model itself with its signatur
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import pandas as pd
 
-from . import models, plots, tracking
+from . import models, plots, serving, tracking
 from .config import SEED, Profile, get_profile
 from .data import IDX_FILES, FashionMNIST, load_fashion_mnist
 from .evaluation import Evaluation, evaluate
@@ -66,13 +64,6 @@ MODELS = {
         ),
     ]
 }
-# Types beyond skops' safe defaults that our pipelines hold. Only files this library wrote are
-# loaded with them: our own transformers, and the trees of the random forest.
-SKOPS_TRUSTED_TYPES = [
-    "fmnist_lib.models.HogFeatures",
-    "fmnist_lib.models.Rescale",
-    "sklearn.tree._tree.Tree",
-]
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,43 +129,6 @@ def _predict(spec, model, x):
     return (proba.argmax(axis=1) if proba is not None else model.predict(x)), proba
 
 
-def _save_keras_model(path, **kwargs):
-    import mlflow.keras
-
-    # mlflow.keras.save_model writes the input example before it creates the model folder
-    # (mlflow issue 16183, open in the pinned 3.17): create the folder first.
-    os.makedirs(path, exist_ok=True)
-    mlflow.keras.save_model(path=path, **kwargs)
-
-
-_KERAS_FLAVOR = SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
-
-
-def _log_model(spec, model, x_example, output_example):
-    import mlflow
-    from mlflow.models import Model, infer_signature
-
-    signature = infer_signature(x_example, output_example)
-    if spec.family == "keras":
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=_KERAS_FLAVOR,
-            model=model,
-            signature=signature,
-            input_example=x_example,
-        )
-    else:
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=x_example,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        )
-    return info.model_uri
-
-
 def train(
     name: str,
     profile: Profile | None = None,
@@ -227,12 +181,12 @@ def train(
 
             keras.utils.set_random_seed(SEED)
             model, history = _fit_keras(spec, params, data, verbose)
-            mlflow.log_metric("n_parameters", model.count_params())
         else:
             model = spec.builder(**params, seed=SEED)
             model.fit(*data.sklearn("train"))
             history = None
         fit_time = time.perf_counter() - start
+        mlflow.log_metric("n_parameters", models.count_parameters(model))
 
         start = time.perf_counter()
         y_pred, proba = _predict(spec, model, x_test)
@@ -248,8 +202,7 @@ def train(
             }
         )
         _log_artifacts(name, data, evaluation, history)
-        output = proba if proba is not None else y_pred
-        model_uri = _log_model(spec, model, x_test[:5], output[:5])
+        model_uri = serving.log_model(model, spec.family, data.split("test")[0]).model_uri
     return TrainingResult(
         name, model, run.info.run_id, model_uri, params, evaluation, history, fit_time,
         predict_time, len(y_test),

@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import mlflow
-import numpy as np
 import pytest
 
 from fmnist_lib import tracking
 from fmnist_lib.config import PROJECT_ROOT, Profile
-from fmnist_lib.data import IDX_FILES
+from fmnist_lib.data import IDX_FILES, load_fashion_mnist
 from fmnist_lib.training import MODELS, train
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
@@ -78,14 +77,23 @@ def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
         expected.add("learning_curves.png")
     assert expected <= _artifacts(result.run_id)
 
-    # The model, with signature and input example, loads back and predicts the same.
+    # Size and learned numbers, for the comparison chapter.
+    assert metrics["n_parameters"] > 1000 and metrics["model_size_mb"] > 0
+
+    # The model is the serving artifact, with signature and input example (two PNG images);
+    # it loads back and predicts what the trained model predicts.
     info = mlflow.models.get_model_info(result.model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
     assert info.run_id == result.run_id
     loaded = mlflow.pyfunc.load_model(result.model_uri)
     example = mlflow.models.Model.load(result.model_uri).load_input_example()
-    prediction = np.asarray(loaded.predict(example))
-    assert prediction.shape[0] == 5
+    prediction = loaded.predict(example)
+    assert list(prediction.columns) == ["class_id", "class_name", "probabilities"]
+    x = load_fashion_mnist().for_profile(TINY).keras("test")[0][:2]
+    expected = result.model.predict(x if keras else x.reshape(2, -1))
+    if expected.ndim == 2:
+        expected = expected.argmax(axis=1)
+    assert prediction["class_id"].tolist() == expected.tolist()
 
 
 def test_artifacts_live_beside_the_sqlite_store(store):

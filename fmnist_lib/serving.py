@@ -1,0 +1,269 @@
+"""The serving artifact: one MLflow pyfunc model from image bytes or arrays to predictions.
+
+`Classifier` wraps a trained model (Keras or scikit-learn) with the library's preprocessing
+and the class names. It is what every training run logs as its model, what the registry
+holds, what `mlflow models serve` answers with, and what the app calls: one code path from
+bytes to probabilities.
+
+Input: a table with one column ``image``; each cell is an image file (PNG, JPEG, WebP, GIF or
+BMP) as base64 text or raw bytes, or a 28x28 array of grey levels 0-255. Output: one row per
+image with ``class_id``, ``class_name`` and ``probabilities`` (10 floats, in class-id order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from . import preprocess
+from .data import CLASS_NAMES
+from .preprocess import ImageError
+
+# MLflow 3.17 compares a column index with a range when saving an input example; pandas 3
+# deprecates that. Ours are plain named columns.
+warnings.filterwarnings("ignore", message="Operation with range is deprecated", module="mlflow")
+# Artifact downloads draw tqdm bars in every chapter cell that loads a model.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+INPUT_COLUMN = "image"
+# Types beyond skops' safe defaults that our pipelines hold. Only files this library wrote are
+# loaded with them: our own transformers, and the trees of the random forest.
+SKOPS_TRUSTED_TYPES = [
+    "fmnist_lib.models.HogFeatures",
+    "fmnist_lib.models.Rescale",
+    "sklearn.tree._tree.Tree",
+]
+_NATIVE_FILE = {"keras": "model.keras", "sklearn": "model.skops"}
+_BATCH = 4096
+
+
+def images_frame(images) -> pd.DataFrame:
+    """The model's input table for a list of images (bytes, base64 text or 28x28 arrays)."""
+    return pd.DataFrame({INPUT_COLUMN: list(images)})
+
+
+def _expand(cell) -> list:
+    """The images in one cell: itself, or several when the API's ``inputs`` format packed a
+    whole list of images into a single cell."""
+    if isinstance(cell, (str, bytes, bytearray, memoryview)) or cell is None:
+        return [cell]
+    if isinstance(cell, (list, tuple, np.ndarray)) and len(cell):
+        first = cell[0]
+        if isinstance(first, (str, bytes)) or np.ndim(first) == 2:
+            return list(cell)
+    return [cell]
+
+
+def _cells(model_input) -> list:
+    if isinstance(model_input, dict):
+        if INPUT_COLUMN not in model_input:
+            raise ImageError(f"The input needs a field named {INPUT_COLUMN!r}.")
+        model_input = pd.DataFrame({INPUT_COLUMN: list(model_input[INPUT_COLUMN])})
+    if isinstance(model_input, pd.DataFrame):
+        if INPUT_COLUMN in model_input.columns:
+            column = model_input[INPUT_COLUMN]
+        elif model_input.shape[1] == 1:
+            column = model_input.iloc[:, 0]
+        else:
+            raise ImageError(f"The input table needs one column named {INPUT_COLUMN!r}.")
+        return [image for cell in column for image in _expand(cell)]
+    if isinstance(model_input, np.ndarray) and model_input.dtype != object:
+        # Numbers: one 28x28 image, or a stack of them.
+        return [model_input] if model_input.ndim == 2 else list(model_input)
+    return list(model_input)
+
+
+def to_images(model_input) -> np.ndarray:
+    """Every image of the input, preprocessed, as (n, 28, 28) uint8. A bad image raises
+    `ImageError` naming its position, so that a caller knows which one to fix."""
+    cells = _cells(model_input)
+    if not cells:
+        raise ImageError("No image was given.")
+    images = np.empty((len(cells), preprocess.SIZE, preprocess.SIZE), dtype=np.uint8)
+    for i, cell in enumerate(cells):
+        try:
+            images[i] = preprocess.prepare(cell)
+        except ImageError as err:
+            raise ImageError(f"Image {i}: {err}" if len(cells) > 1 else str(err)) from None
+    return images
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    scores = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(scores)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class Classifier(mlflow.pyfunc.PythonModel):
+    """A trained model with the library's preprocessing and the class names, as an MLflow
+    pyfunc model. Use `from_model` in a session; MLflow calls `load_context` when it loads
+    the logged artifact."""
+
+    def __init__(self, family: str | None = None):
+        if family not in (None, *_NATIVE_FILE):
+            raise ValueError(f"family must be 'keras' or 'sklearn', not {family!r}")
+        self.family = family
+        self.model = None
+        self._forward = None
+
+    @classmethod
+    def from_model(cls, model, family: str) -> Classifier:
+        classifier = cls(family)
+        classifier._attach(model)
+        return classifier
+
+    def _attach(self, model) -> None:
+        self.model = model
+        if self.family == "keras":
+            import tensorflow as tf
+
+            # One compiled graph for every batch size: about 0.5 ms for one image, where
+            # model.predict spends ~30 ms setting itself up on each call.
+            self._forward = tf.function(
+                lambda x: model(x, training=False),
+                input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+                reduce_retracing=True,
+            )
+
+    def load_context(self, context) -> None:
+        self.family = context.model_config["family"]
+        self._attach(load_native(context.artifacts["model"], self.family))
+
+    @property
+    def has_probabilities(self) -> bool:
+        """False for SVMs: their ``probabilities`` are a softmax of their one-vs-rest decision
+        scores, uncalibrated. The served class is always the most probable one, which for an
+        SVM can differ from ``SVC.predict`` (one-vs-one votes) when votes tie."""
+        return self.family == "keras" or hasattr(self.model, "predict_proba")
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """(n, 10) class probabilities for (n, 28, 28) uint8 images."""
+        if self.model is None:
+            raise RuntimeError("No model attached: use Classifier.from_model or mlflow to load.")
+        x = np.asarray(images, dtype=np.float32) / np.float32(255)
+        if self.family == "keras":
+            x = x[..., np.newaxis]
+            parts = [self._forward(x[i : i + _BATCH]).numpy() for i in range(0, len(x), _BATCH)]
+            return np.concatenate(parts).astype(np.float64)
+        x = x.reshape(len(x), -1)
+        if hasattr(self.model, "predict_proba"):
+            return self.model.predict_proba(x)
+        return _softmax(self.model.decision_function(x))
+
+    def classify(self, model_input) -> pd.DataFrame:
+        """Class id, class name and probabilities for every image of the input."""
+        proba = self.predict_proba(to_images(model_input))
+        ids = proba.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "class_id": ids.astype(np.int64),
+                "class_name": [CLASS_NAMES[i] for i in ids],
+                "probabilities": [row.tolist() for row in proba],
+            }
+        )
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return self.classify(model_input)
+        except ImageError as err:
+            # A 400 with this sentence, rather than a traceback, from `mlflow models serve`.
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def save_native(model, family: str, folder: Path) -> Path:
+    """The model in its own library's format: a .keras file, or a skops file for sklearn."""
+    path = Path(folder) / _NATIVE_FILE[family]
+    if family == "keras":
+        model.save(path)
+    else:
+        import skops.io
+
+        skops.io.dump(model, path)
+    return path
+
+
+def load_native(path, family: str):
+    if family == "keras":
+        import keras
+
+        return keras.saving.load_model(path, compile=False)
+    import skops.io
+
+    return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
+
+
+def _requirements(family: str) -> list[str]:
+    """Pinned packages the artifact needs. fmnist_lib itself is not on PyPI: serve with
+    ``--env-manager local`` from the course's environment, where it is installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["mlflow", "numpy", "pandas", "pillow", "scikit-learn"]
+    names += ["tensorflow-cpu", "keras"] if family == "keras" else ["scikit-image", "skops"]
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pass
+    return pins
+
+
+def log_model(model, family: str, example_images: np.ndarray, name: str = "model"):
+    """Log ``model`` wrapped as the serving artifact in the active MLflow run. The input
+    example is two of ``example_images`` as base64 PNG, as the API receives them; the size of
+    the model file is logged as the metric ``model_size_mb``. Returns
+    the `mlflow.models.model.ModelInfo` (its ``model_uri`` loads the artifact back)."""
+    import base64
+
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, Array, ColSpec, Schema
+
+    example = images_frame(
+        base64.b64encode(preprocess.encode_png(image)).decode("ascii")
+        for image in example_images[:2]
+    )
+    signature = ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), INPUT_COLUMN)]),
+        outputs=Schema(
+            [
+                ColSpec("long", "class_id"),
+                ColSpec("string", "class_name"),
+                ColSpec(Array("double"), "probabilities"),
+            ]
+        ),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        native = save_native(model, family, Path(folder))
+        mlflow.log_metric("model_size_mb", native.stat().st_size / 2**20)
+        quiet = logging.getLogger("mlflow.pyfunc")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # "Validating input example": noise in a chapter
+        try:
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=Path(__file__).with_name("_serving_model.py"),
+                model_config={"family": family},
+                artifacts={"model": str(native)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=_requirements(family),
+            )
+        finally:
+            quiet.setLevel(level)
+
+
+def load(model_uri: str) -> Classifier:
+    """The `Classifier` behind a logged or registered artifact, e.g.
+    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()

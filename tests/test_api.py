@@ -1,0 +1,155 @@
+"""The REST API: a real `mlflow models serve` of models:/fashion-mnist@champion on 127.0.0.1,
+real test images as PNG, JPEG and arrays, and a clear 4xx for every bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+from servers import BIN, env_with, free_port, running
+
+from fmnist_lib import preprocess, registry, serving
+from fmnist_lib.config import profile_named
+from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
+from fmnist_lib.training import train
+
+N = 40
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """A quick dense network, registered as champion in a store of its own, served."""
+    store = tmp_path_factory.mktemp("api")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        train("dense", profile=profile_named("quick"))
+        registry.register_best()
+        classifier = serving.load(registry.CHAMPION_URI)
+    port = free_port()
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", registry.CHAMPION_URI]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    env = env_with(MLFLOW_TRACKING_URI=uri)
+    with running(command, f"{url}/ping", store / "serve.log", env=env):
+        yield url, classifier
+
+
+def post(url: str, body) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{url}/invocations", data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    data = load_fashion_mnist()
+    return data.x_test[:N], data.y_test[:N]
+
+
+@pytest.mark.parametrize("encoding", ["png", "jpeg", "array"])
+def test_real_test_images_get_the_labels_the_model_gives(api, test_set, encoding):
+    url, classifier = api
+    images, labels = test_set
+    if encoding == "array":
+        items = [image.tolist() for image in images]
+        body = {"inputs": {"image": items}}  # one field holding every image
+    else:
+        encode = preprocess.encode_png if encoding == "png" else jpeg
+        items = [b64(encode(image)) for image in images]
+        body = {"dataframe_split": {"columns": ["image"], "data": [[item] for item in items]}}
+    status, answer = post(url, body)
+    assert status == 200, answer
+    predictions = answer["predictions"]
+    assert len(predictions) == N
+
+    # The server answers what the same artifact answers in this process, on the same input.
+    expected = classifier.classify(serving.images_frame(items))
+    assert [p["class_id"] for p in predictions] == expected["class_id"].tolist()
+    for p in predictions:
+        assert p["class_name"] == CLASS_NAMES[p["class_id"]]
+    proba = np.array([p["probabilities"] for p in predictions])
+    np.testing.assert_allclose(proba, np.stack(expected["probabilities"]), atol=1e-6)
+    # And those are mostly the true labels (a quick dense network scores about 0.8).
+    assert (proba.argmax(axis=1) == labels).mean() >= 0.7
+
+
+def test_records_format_mixes_bytes_and_arrays(api, test_set):
+    url, _ = api
+    images, labels = test_set
+    body = {
+        "dataframe_records": [
+            {"image": b64(preprocess.encode_png(images[0]))},
+            {"image": images[0].tolist()},
+        ]
+    }
+    status, answer = post(url, body)
+    assert status == 200
+    first, second = answer["predictions"]
+    assert first["class_id"] == second["class_id"]
+
+
+def _truncated_png() -> bytes:
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8)
+    png = preprocess.encode_png(noise)
+    return png[: len(png) * 2 // 3]
+
+
+def _bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (15000, 15000)).save(buffer, format="PNG")  # 225 Mpx in ~30 KB
+    return buffer.getvalue()
+
+
+def _split(*cells) -> dict:
+    return {"dataframe_split": {"columns": ["image"], "data": [[cell] for cell in cells]}}
+
+
+BAD = {
+    "not an image": (lambda: _split(b64(b"%PDF-1.4 not a picture")), "The file is not an image"),
+    "empty": (lambda: _split(""), "The file is empty"),
+    "truncated": (lambda: _split(b64(_truncated_png())), "damaged or truncated"),
+    "decompression bomb": (lambda: _split(b64(_bomb())), "too large to decode safely"),
+    "wrong array shape": (lambda: {"inputs": {"image": [[[0] * 27] * 28]}}, "shape (28, 27)"),
+    "not base64": (lambda: _split("%%% not base64 %%%"), "not base64"),
+    "second image bad": (
+        lambda: _split(b64(preprocess.encode_png(np.zeros((28, 28), np.uint8))), ""),
+        "Image 1: The file is empty",
+    ),
+    "malformed JSON": (lambda: b'{"dataframe_split": {"columns": ["image"], "data": [', "JSON"),
+    "no image field": (lambda: {"dataframe_split": {"columns": ["a"], "data": [[1]]}}, "image"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_answering(api, test_set, case):
+    url, _ = api
+    make, message = BAD[case]
+    status, answer = post(url, make())
+    assert 400 <= status < 500, answer
+    assert message in answer["message"]
+    assert "Traceback" not in answer["message"]
+    status, answer = post(url, _split(b64(preprocess.encode_png(test_set[0][0]))))
+    assert status == 200 and len(answer["predictions"]) == 1

@@ -1,0 +1,94 @@
+"""The registry in a real store: each approach's best run, and a champion that only improves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from fmnist_lib import registry, serving
+from fmnist_lib.config import Profile
+from fmnist_lib.data import load_fashion_mnist
+from fmnist_lib.training import train
+
+# Same 200 test images (a stratified sample with the course's seed), more training images.
+TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=1)
+SMALL = Profile(name="small", train_size=3000, test_size=200, epochs=1)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def _versions(name: str) -> list[int]:
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    return sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "fmnist_lib", *args], capture_output=True, text=True, env=os.environ
+    )
+
+
+def test_an_empty_store_says_how_to_make_a_champion(store):
+    assert registry.register_best().empty
+    with pytest.raises(registry.NoModelError, match="python -m fmnist_lib train cnn"):
+        registry.champion()
+    result = _cli("champion")
+    assert result.returncode == 1 and "python -m fmnist_lib register" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _cli("register")
+    assert result.returncode == 1 and "train a model first" in result.stderr
+
+
+def test_each_approach_is_registered_and_the_champion_only_improves(store):
+    rf_tiny = train("rf", profile=TINY)
+    dense = train("dense", profile=TINY)
+    train("rf", profile=TINY, n_estimators=500)  # custom settings: never registered
+    table = registry.register_best().set_index("model")
+    assert set(table.index) == {"rf", "dense"}
+    assert (table["action"] == "registered").all()
+    assert _versions("fashion-mnist-rf") == [1] and _versions("fashion-mnist-dense") == [1]
+    leader = max((rf_tiny, dense), key=lambda r: r.accuracy)
+    champion = registry.champion()
+    assert champion["run_id"] == leader.run_id and champion["version"] == "1"
+    assert table.loc[leader.name, "champion"]
+
+    # Nothing better: registering again changes nothing.
+    table = registry.register_best()
+    assert (table["action"] == "kept").all()
+    assert _versions("fashion-mnist") == [1]
+
+    # A better forest (five times the training images, the same test images) is promoted.
+    rf_small = train("rf", profile=SMALL)
+    assert rf_small.accuracy > max(rf_tiny.accuracy, dense.accuracy)
+    table = registry.register_best().set_index("model")
+    assert table.loc["rf", "action"] == "registered" and table.loc["rf", "version"] == 2
+    assert registry.champion()["run_id"] == rf_small.run_id
+    assert _versions("fashion-mnist") == [1, 2]
+
+    # A worse forest trained later does not replace it.
+    train("rf", profile=TINY)
+    registry.register_best()
+    assert _versions("fashion-mnist-rf") == [1, 2]
+    assert registry.champion()["run_id"] == rf_small.run_id
+
+    # The champion serves what the run recorded, and the command line says who it is.
+    data = load_fashion_mnist().for_profile(SMALL)
+    out = serving.load(registry.CHAMPION_URI).classify(data.x_test)
+    accuracy = (out["class_id"].to_numpy() == data.y_test).mean()
+    assert accuracy == pytest.approx(rf_small.accuracy)
+    result = _cli("champion")
+    assert result.returncode == 0 and "version 2: rf (small profile)" in result.stdout
+
+
+def test_a_full_profile_model_outranks_any_quick_one():
+    full = registry.Candidate("cnn", "a", "models:/m-a", "full", 0.80)
+    quick = registry.Candidate("cnn", "b", "models:/m-b", "quick", 0.95)
+    assert full.rank > quick.rank

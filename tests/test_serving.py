@@ -1,0 +1,97 @@
+"""The serving artifact in-process: what every run logs, from bytes or arrays to predictions."""
+
+from __future__ import annotations
+
+import base64
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmnist_lib import preprocess, serving
+from fmnist_lib.config import Profile
+from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
+from fmnist_lib.preprocess import ImageError
+from fmnist_lib.training import train
+
+TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny CNN and a tiny SVM, logged to a store of their own."""
+    store = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+        yield {name: train(name, profile=TINY) for name in ("cnn", "svm")}
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    data = load_fashion_mnist()
+    return data.x_test[:40], data.y_test[:40]
+
+
+@pytest.mark.parametrize("name", ["cnn", "svm"])
+def test_the_logged_artifact_predicts_what_the_trained_model_predicts(trained, test_images, name):
+    result = trained[name]
+    classifier = serving.load(result.model_uri)
+    images, _ = test_images
+    out = classifier.classify(images)
+    assert list(out.columns) == ["class_id", "class_name", "probabilities"]
+
+    x = images.astype(np.float32) / 255
+    if name == "cnn":
+        expected_proba = result.model.predict(x[..., None], verbose=0)
+        np.testing.assert_allclose(np.stack(out["probabilities"]), expected_proba, atol=1e-5)
+        expected = expected_proba.argmax(axis=1)
+    else:
+        # The SVM's scores, whose highest is the served class; SVC.predict counts one-vs-one
+        # votes instead, and breaks tied votes differently.
+        expected = result.model.decision_function(x.reshape(len(x), -1)).argmax(axis=1)
+        votes = result.model.predict(x.reshape(len(x), -1))
+        assert (votes == expected).mean() >= 0.9
+    assert out["class_id"].tolist() == expected.tolist()
+    assert out["class_name"].tolist() == [CLASS_NAMES[i] for i in expected]
+    assert np.allclose(np.stack(out["probabilities"]).sum(axis=1), 1)
+    assert classifier.has_probabilities == (name == "cnn")
+
+
+def test_bytes_base64_and_arrays_give_the_same_answer(trained, test_images):
+    classifier = serving.load(trained["cnn"].model_uri)
+    images, _ = test_images
+    png = [preprocess.encode_png(image) for image in images[:5]]
+    as_arrays = classifier.classify(images[:5])
+    for model_input in (
+        serving.images_frame(png),
+        serving.images_frame(base64.b64encode(p).decode() for p in png),
+        serving.images_frame(image.tolist() for image in images[:5]),
+        pd.DataFrame({"image": [[base64.b64encode(p).decode() for p in png]]}),  # one cell
+        {"image": png},
+    ):
+        out = classifier.classify(model_input)
+        assert out["class_id"].tolist() == as_arrays["class_id"].tolist()
+
+
+def test_a_bad_image_is_named_by_its_position(trained, sample_png):
+    model = mlflow.pyfunc.load_model(trained["cnn"].model_uri)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="Image 1: The file is empty"):
+        model.predict(serving.images_frame([sample_png, b"", sample_png]))
+    with pytest.raises(ImageError, match="No image"):
+        serving.to_images(serving.images_frame([]))
+    with pytest.raises(ImageError, match="column named 'image'"):
+        serving.to_images(pd.DataFrame({"a": [sample_png], "b": [sample_png]}))
+
+
+@pytest.fixture
+def sample_png(test_images):
+    return preprocess.encode_png(test_images[0][0])
+
+
+def test_a_big_batch_is_classified_in_chunks(trained):
+    classifier = serving.load(trained["cnn"].model_uri)
+    images = np.repeat(load_fashion_mnist().x_test[:3], 1500, axis=0)  # 4500 > one chunk
+    proba = classifier.predict_proba(images)
+    assert proba.shape == (4500, 10)
+    np.testing.assert_allclose(proba[:1500], np.repeat(proba[:1], 1500, axis=0), atol=1e-6)
