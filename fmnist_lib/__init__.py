@@ -3,7 +3,9 @@
 One concern per module: `config` (profile, paths, seeds), `data` (find, verify, download and
 parse the dataset), `audit` (duplicates, blank images, pixel statistics), `models` (one builder
 per architecture), `training` (fit, evaluate and log any model), `evaluation` (scores),
-`tracking` (the MLflow store and runs), `plots` (shared figures).
+`tracking` (the MLflow store and runs), `registry` (each approach's best model, the champion),
+`preprocess` (image files and arrays to 28x28), `serving` (the pyfunc model that the API and
+the app serve), `processes` (server processes on 127.0.0.1), `plots` (shared figures).
 """
 
 __version__ = "0.1.0"

@@ -252,3 +252,32 @@ def feature_maps(model, image: np.ndarray, layer: int = 0, n: int = 16) -> Figur
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def accuracy_vs_time(table: pd.DataFrame) -> Figure:
+    """Test accuracy against training time (log scale), one labelled point per model (rows of
+    a `tracking.summary_table`)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(table["fit time (s)"], table["test accuracy"], color="C0")
+    for name, row in table.iterrows():
+        ax.annotate(
+            name, (row["fit time (s)"], row["test accuracy"]), xytext=(5, 4),
+            textcoords="offset points",
+        )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("training time (s, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_heatmap(table: pd.DataFrame) -> Figure:
+    """Per-class test accuracy, classes as rows and models as columns, the weakest in red."""
+    fig, ax = plt.subplots(figsize=(1.2 * len(table.columns) + 2.5, 5.5))
+    sns.heatmap(table, annot=True, fmt=".3f", cmap="RdYlGn", vmin=0.5, vmax=1, ax=ax, cbar=False)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.xaxis.tick_top()
+    fig.tight_layout()
+    return fig

@@ -62,39 +62,47 @@ def _client():
     return mlflow.MlflowClient(tracking.tracking_uri())
 
 
-def _serving_model_uri(client, run_id: str) -> str:
-    """The serving artifact a run logged (``models:/m-...``)."""
+def _serving_model_uri(client, run) -> str | None:
+    """The serving artifact (`serving.Classifier`) the run logged, as ``models:/m-...``; None
+    for a run that logged none (runs made before the artifact existed logged the bare model)."""
     import mlflow
 
-    models = mlflow.search_logged_models(
-        experiment_ids=[client.get_run(run_id).info.experiment_id],
-        filter_string=f"source_run_id = '{run_id}'",
+    logged = mlflow.search_logged_models(
+        experiment_ids=[run["experiment_id"]],
+        filter_string=f"source_run_id = '{run['run_id']}'",
         output_format="list",
     )
-    if not models:
-        raise LookupError(f"Run {run_id} has no logged model.")
-    return models[0].model_uri
+    for model in logged:
+        flavor = mlflow.models.get_model_info(model.model_uri).flavors.get("python_function", {})
+        if "family" in flavor.get("config", {}):
+            return model.model_uri
+    return None
 
 
 def best_runs(profile: str | None = None) -> list[Candidate]:
     """The best finished run of each model trained with the course's own settings (``variant
-    default``), by test accuracy, for one profile or for all."""
+    default``) that logged a serving artifact, by test accuracy, for one profile or for all."""
     runs = tracking.find_runs(profile, variant="default")
     if runs.empty:
         return []
     client = _client()
-    best = runs.sort_values("metrics.test_accuracy", ascending=False, kind="stable")
-    best = best.drop_duplicates("tags.model")
-    return [
-        Candidate(
-            model=row["tags.model"],
-            run_id=row["run_id"],
-            model_uri=_serving_model_uri(client, row["run_id"]),
-            profile=row["tags.profile"],
-            accuracy=float(row["metrics.test_accuracy"]),
-        )
-        for _, row in best.iterrows()
-    ]
+    candidates = {}
+    for _, run in runs.sort_values(
+        "metrics.test_accuracy", ascending=False, kind="stable"
+    ).iterrows():
+        model = run["tags.model"]
+        if model in candidates:
+            continue
+        uri = _serving_model_uri(client, run)
+        if uri is not None:
+            candidates[model] = Candidate(
+                model=model,
+                run_id=run["run_id"],
+                model_uri=uri,
+                profile=run["tags.profile"],
+                accuracy=float(run["metrics.test_accuracy"]),
+            )
+    return list(candidates.values())
 
 
 def _current(client, name: str, alias: str | None = None):
@@ -118,13 +126,20 @@ def _rank(version) -> tuple[int, float]:
 
 
 def _register(client, name: str, candidate: Candidate, description: str):
-    import mlflow
+    from mlflow.exceptions import MlflowException
 
-    # register_model links the version to the logged model (a tracking server insists).
-    version = mlflow.register_model(candidate.model_uri, name, tags=candidate.tags)
-    if not client.get_registered_model(name).description:
-        client.update_registered_model(name, description=description)
-    return version
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=description)
+    # A tracking server insists on the logged model's id beside its URI.
+    return client.create_model_version(
+        name,
+        candidate.model_uri,
+        run_id=candidate.run_id,
+        tags=candidate.tags,
+        model_id=candidate.model_uri.removeprefix("models:/"),
+    )
 
 
 def register_best(profile: str | None = None) -> pd.DataFrame:

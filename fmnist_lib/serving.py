@@ -12,10 +12,14 @@ image with ``class_id``, ``class_name`` and ``probabilities`` (10 floats, in cla
 
 from __future__ import annotations
 
+import base64
+import copy
+import itertools
 import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -95,10 +99,20 @@ def to_images(model_input) -> np.ndarray:
     return images
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    scores = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(scores)
-    return exp / exp.sum(axis=1, keepdims=True)
+def _vote_shares(pipeline, x: np.ndarray) -> np.ndarray:
+    """For an SVM pipeline: the share of its one-against-one duels that each class won. The
+    class with most votes is exactly what ``SVC.predict`` answers (ties go to the lower class
+    id, as in libsvm)."""
+    svc = copy.copy(pipeline[-1])  # shares the fitted arrays; only the output shape changes
+    svc.decision_function_shape = "ovo"
+    duels = svc.decision_function(pipeline[:-1].transform(x))
+    n = len(svc.classes_)
+    votes = np.zeros((len(x), n))
+    for k, (i, j) in enumerate(itertools.combinations(range(n), 2)):  # libsvm's duel order
+        wins = duels[:, k] > 0
+        votes[wins, i] += 1
+        votes[~wins, j] += 1
+    return votes / votes.sum(axis=1, keepdims=True)
 
 
 class Classifier(mlflow.pyfunc.PythonModel):
@@ -138,9 +152,9 @@ class Classifier(mlflow.pyfunc.PythonModel):
 
     @property
     def has_probabilities(self) -> bool:
-        """False for SVMs: their ``probabilities`` are a softmax of their one-vs-rest decision
-        scores, uncalibrated. The served class is always the most probable one, which for an
-        SVM can differ from ``SVC.predict`` (one-vs-one votes) when votes tie."""
+        """False for SVMs: their ``probabilities`` are the shares of one-against-one votes
+        each class won, not calibrated probabilities. The served class is always the most
+        probable one."""
         return self.family == "keras" or hasattr(self.model, "predict_proba")
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
@@ -155,7 +169,7 @@ class Classifier(mlflow.pyfunc.PythonModel):
         x = x.reshape(len(x), -1)
         if hasattr(self.model, "predict_proba"):
             return self.model.predict_proba(x)
-        return _softmax(self.model.decision_function(x))
+        return _vote_shares(self.model, x)
 
     def classify(self, model_input) -> pd.DataFrame:
         """Class id, class name and probabilities for every image of the input."""
@@ -223,8 +237,6 @@ def log_model(model, family: str, example_images: np.ndarray, name: str = "model
     example is two of ``example_images`` as base64 PNG, as the API receives them; the size of
     the model file is logged as the metric ``model_size_mb``. Returns
     the `mlflow.models.model.ModelInfo` (its ``model_uri`` loads the artifact back)."""
-    import base64
-
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, Schema
@@ -267,3 +279,22 @@ def load(model_uri: str) -> Classifier:
     """The `Classifier` behind a logged or registered artifact, e.g.
     ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+
+
+@contextmanager
+def api_server(model_uri: str, port: int | None = None, log: Path | None = None):
+    """Run ``mlflow models serve`` on ``model_uri`` at 127.0.0.1 for the length of a ``with``
+    block; yields its base URL once it answers. The same store as the library's is used; the
+    server's output goes to ``log`` (a temporary file by default)."""
+    from . import tracking
+    from .processes import BIN, env_with, free_port, running
+
+    port = port or free_port()
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    env = env_with(MLFLOW_TRACKING_URI=tracking.tracking_uri())
+    with tempfile.TemporaryDirectory() as folder:
+        log = log or Path(folder) / "serve.log"
+        with running(command, f"{url}/ping", log, env=env):
+            yield url

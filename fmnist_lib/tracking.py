@@ -181,6 +181,19 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS)
 
 
+COMPARISON_COLUMNS = {
+    **SUMMARY_COLUMNS,
+    "metrics.n_parameters": "parameters",
+    "metrics.model_size_mb": "size (MB)",
+}
+COMPARISON_FORMAT = {**SUMMARY_FORMAT, "parameters": "{:,.0f}", "size (MB)": "{:.1f}"}
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """`summary_table` plus what each model costs to keep: learned numbers and file size."""
+    return runs.reindex(columns=list(COMPARISON_COLUMNS)).rename(columns=COMPARISON_COLUMNS)
+
+
 def per_class_table(runs: pd.DataFrame, class_names: tuple[str, ...]) -> pd.DataFrame:
     """Test accuracy per class (rows) for each run (columns, by model)."""
     from .evaluation import metric_slug

@@ -12,7 +12,6 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
-from servers import BIN, env_with, free_port, running
 
 from fmnist_lib import preprocess, registry, serving
 from fmnist_lib.config import profile_named
@@ -26,19 +25,13 @@ N = 40
 def api(tmp_path_factory):
     """A quick dense network, registered as champion in a store of its own, served."""
     store = tmp_path_factory.mktemp("api")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
         train("dense", profile=profile_named("quick"))
         registry.register_best()
         classifier = serving.load(registry.CHAMPION_URI)
-    port = free_port()
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", registry.CHAMPION_URI]
-    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    env = env_with(MLFLOW_TRACKING_URI=uri)
-    with running(command, f"{url}/ping", store / "serve.log", env=env):
-        yield url, classifier
+        with serving.api_server(registry.CHAMPION_URI, log=store / "serve.log") as url:
+            yield url, classifier
 
 
 def post(url: str, body) -> tuple[int, dict]:

@@ -95,3 +95,14 @@ def test_exploration_chapter_shows_computed_numbers(built_book):
     assert re.search(r"\b\d+ test images \(\d\.\d\d% of the test set\)", text)
     assert "Failed to format" not in text
     assert len(list((built_book / "_images").glob("*.png"))) >= 8, "figures are rendered"
+
+
+def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
+    compare = page_text(built_book, "05_compare")
+    assert re.search(r"The most accurate is the [\w ()-]+ at \d+\.\d\d%", compare)
+    assert re.search(r"The champion is the [\w ()-]+ \(\d+\.\d\d%\), version \d+", compare)
+    deploy = page_text(built_book, "08_deploy")
+    assert re.search(r"classifies the 2,000 test images at \d+\.\d\d%, as its run recorded", deploy)
+    assert re.search(r"The API answers [\w/ -]+ and [\w/ -]+; the true labels are", deploy)
+    for text in (compare, deploy):
+        assert "Failed to format" not in text and "Traceback" not in text

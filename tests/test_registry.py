@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import mlflow
+import numpy as np
 import pytest
+from sklearn.dummy import DummyClassifier
 
-from fmnist_lib import registry, serving
+from fmnist_lib import registry, serving, tracking
 from fmnist_lib.config import Profile
 from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.training import train
@@ -92,3 +94,15 @@ def test_a_full_profile_model_outranks_any_quick_one():
     full = registry.Candidate("cnn", "a", "models:/m-a", "full", 0.80)
     quick = registry.Candidate("cnn", "b", "models:/m-b", "quick", 0.95)
     assert full.rank > quick.rank
+
+
+def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
+    served = train("rf", profile=TINY)
+    # A run as the course made them before the serving artifact: the bare model, a high score.
+    tracking.use_experiment()
+    with mlflow.start_run(tags={"model": "rf", "profile": "tiny", "variant": "default"}):
+        mlflow.log_metric("test_accuracy", 0.99)
+        bare = DummyClassifier().fit(np.zeros((2, 784)), [0, 1])
+        mlflow.sklearn.log_model(bare, name="model", serialization_format="pickle")
+    registry.register_best()
+    assert registry.champion()["run_id"] == served.run_id

@@ -5,11 +5,11 @@ the champion work unchanged, and every file goes through the server."""
 from __future__ import annotations
 
 import pytest
-from servers import BIN, env_with, free_port, running
 
 from fmnist_lib import registry, serving, tracking
 from fmnist_lib.config import Profile
 from fmnist_lib.data import load_fashion_mnist
+from fmnist_lib.processes import BIN, env_with, free_port, running
 from fmnist_lib.training import train
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=1)

@@ -1,7 +1,10 @@
-"""Start real server processes on 127.0.0.1 for the tests, and stop them whatever happens."""
+"""Server processes on 127.0.0.1 (the API, a tracking server, the app): start one, wait until it
+answers, and stop it and its children whatever happens. Chapters, tests and benchmarks use it."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import signal
 import socket
@@ -22,7 +25,8 @@ def free_port() -> int:
 
 
 def env_with(**variables) -> dict[str, str]:
-    """This environment, the venv's bin first on PATH (mlflow runs a bare `uvicorn`)."""
+    """This environment with the Python environment's bin first on PATH (mlflow starts a bare
+    `uvicorn`), and ``variables``."""
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **variables}
 
 
@@ -35,6 +39,9 @@ def running(command: list[str], ready_url: str, log: Path, env=None, timeout: fl
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+    # Also stopped if the interpreter exits first (a notebook kernel shut down mid-chapter).
+    stop = functools.partial(_stop, process)
+    atexit.register(stop)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -52,7 +59,8 @@ def running(command: list[str], ready_url: str, log: Path, env=None, timeout: fl
             time.sleep(0.25)
         yield process
     finally:
-        _stop(process)
+        stop()
+        atexit.unregister(stop)
 
 
 def _stop(process: subprocess.Popen) -> None:
