@@ -278,6 +278,10 @@ def log_model(model, family: str, example_images: np.ndarray, name: str = "model
 def load(model_uri: str) -> Classifier:
     """The `Classifier` behind a logged or registered artifact, e.g.
     ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`."""
+    from . import tracking
+
+    # The course's store, not MLflow's default (./mlflow.db in whatever folder we run in).
+    mlflow.set_tracking_uri(tracking.tracking_uri())
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
 
 
