@@ -4,7 +4,8 @@ One concern per module: `config` (profile, paths, seeds), `data` (find, verify, 
 parse the dataset), `audit` (duplicates, blank images, pixel statistics), `models` (one builder
 per architecture), `training` (fit, evaluate and log any model), `evaluation` (scores),
 `tracking` (the MLflow store and runs), `registry` (each approach's best model, the champion),
-`preprocess` (image files and arrays to 28x28), `serving` (the pyfunc model that the API and
+`preprocess` (any image to 28x28, as Fashion-MNIST was made), `custom_images` (drawn garments
+and product photos), `serving` (the pyfunc model that the API and
 the app serve), `processes` (server processes on 127.0.0.1), `plots` (shared figures).
 """
 

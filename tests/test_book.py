@@ -106,3 +106,11 @@ def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
     assert re.search(r"The API answers [\w/ -]+ and [\w/ -]+; the true labels are", deploy)
     for text in (compare, deploy):
         assert "Failed to format" not in text and "Traceback" not in text
+
+
+def test_custom_images_chapter_shows_computed_numbers(built_book):
+    text = page_text(built_book, "06_custom")
+    assert re.search(r"\d+\.\d% of 2,000 images, or \d\.\d out of ten", text)
+    assert re.search(r"Negating alone takes the photos from \d+\.\d% to \d+\.\d%", text)
+    assert re.search(r"converted photos are -?\d+\.\d points behind", text)
+    assert "Failed to format" not in text and "Traceback" not in text

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from fmnist_lib import preprocess
 from fmnist_lib.data import load_fashion_mnist
@@ -97,3 +97,93 @@ def test_text_that_is_not_base64_is_refused():
         preprocess.prepare("this is ** not base64")
     with pytest.raises(ImageError, match="No image"):
         preprocess.prepare(None)
+
+
+# --- the Fashion-MNIST conversion ----------------------------------------------------------
+
+
+def product_photo(sample: np.ndarray, size: int = 280, canvas=(520, 400), at=(60, 90)):
+    """The sample as a dark item on a light background, enlarged and off-centre."""
+    item = Image.fromarray(255 - sample).resize((size, size), Image.Resampling.BICUBIC)
+    photo = Image.new("L", canvas, 255)
+    photo.paste(item, at)
+    return photo
+
+
+def close_to(out: np.ndarray, sample: np.ndarray, bound: float) -> bool:
+    return float(np.abs(out.astype(int) - sample).mean()) < bound
+
+
+def test_a_product_photo_comes_back_as_its_fashion_mnist_image(sample):
+    steps = preprocess.fashion_mnist_steps(product_photo(sample))
+    assert list(steps) == [
+        "grey", "dark item on light", "trimmed", "resized", "centred", "negated", "stretched",
+    ]  # fmt: skip
+    assert max(steps["resized"].shape) == 28
+    assert close_to(steps["stretched"], sample, 8)
+    # The naive path squeezes the whole photo, background and all, without negating.
+    assert not close_to(preprocess.to_28x28(product_photo(sample)), sample, 40)
+
+
+def test_a_light_item_on_a_dark_background_is_recognised(sample):
+    dark = Image.fromarray(255 - np.asarray(product_photo(sample)))
+    steps = preprocess.fashion_mnist_steps(dark)
+    assert close_to(steps["stretched"], sample, 8)
+
+
+def test_a_fashion_mnist_image_is_left_as_it_is(sample):
+    steps = preprocess.fashion_mnist_steps(Image.fromarray(sample))
+    assert list(steps) == ["grey", "as it is"]
+    assert np.array_equal(preprocess.prepare(preprocess.encode_png(sample)), sample)
+
+
+def _roundtrip(image: Image.Image, fmt: str, **options) -> np.ndarray:
+    return preprocess.prepare(encode(image, fmt, **options))
+
+
+def test_exif_orientation_is_applied(sample):
+    upright = product_photo(sample).convert("RGB")
+    # Stored rotated, with the EXIF tag that tells viewers to rotate it back.
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated = _roundtrip(stored, "JPEG", exif=exif, quality=95)
+    assert close_to(rotated, _roundtrip(upright, "JPEG", quality=95), 3)
+
+
+def test_transparency_is_composited_on_white(sample):
+    photo = product_photo(sample)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.where(np.asarray(photo) > 250, 0, 255).astype(np.uint8)))
+    # The transparent pixels' colour is black: compositing must hide it.
+    rgba = Image.fromarray(np.where(np.asarray(rgba)[..., 3:] == 0, 0, np.asarray(rgba)))
+    assert close_to(_roundtrip(rgba, "PNG"), sample, 8)
+
+
+@pytest.mark.parametrize("mode", ["P", "CMYK", "I;16", "LA", "1"])
+def test_every_image_mode_is_converted(sample, mode):
+    photo = product_photo(sample)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(photo, dtype=np.uint16) * 257)  # 16-bit grey
+        assert image.mode == "I;16"
+    elif mode == "P":
+        image = photo.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    else:
+        image = photo.convert("RGB").convert(mode)
+    out = _roundtrip(image, "JPEG" if mode == "CMYK" else "PNG")
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    assert close_to(out, sample, 30 if mode == "1" else 10)
+
+
+def test_an_animation_gives_its_first_frame(sample):
+    first = product_photo(sample).convert("RGB")
+    other = Image.new("RGB", first.size, (255, 255, 255))
+    ImageDraw.Draw(other).rectangle((10, 10, 300, 300), fill=(0, 0, 0))
+    gif = encode(first, "GIF", save_all=True, append_images=[other], duration=100, loop=0)
+    assert close_to(preprocess.prepare(gif), sample, 10)
+
+
+@pytest.mark.parametrize("colour", [0, 128, 255])
+def test_a_blank_picture_is_refused(colour):
+    with pytest.raises(ImageError, match="blank"):
+        preprocess.prepare(encode(Image.new("RGB", (300, 200), (colour,) * 3), "PNG"))
