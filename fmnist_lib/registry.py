@@ -3,7 +3,7 @@
 Each model of the course has a registered model ``fashion-mnist-<model>`` (for example
 ``fashion-mnist-cnn``) whose newest version is the best run found so far. The best of them
 all is a version of the registered model ``fashion-mnist`` with the alias ``champion``:
-``models:/fashion-mnist@champion`` is what the API serves and the app loads by default.
+``models:/fashion-mnist@champion`` is what the API serves.
 Registering again promotes only a better model. Every version carries tags saying which run
 it comes from, its profile and its test accuracy.
 """

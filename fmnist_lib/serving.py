@@ -2,7 +2,7 @@
 
 `Classifier` wraps a trained model (Keras or scikit-learn) with the library's preprocessing
 and the class names. It is what every training run logs as its model, what the registry
-holds, what `mlflow models serve` answers with, and what the app calls: one code path from
+holds, what `mlflow models serve` answers with, and what the app is to call: one code path from
 bytes to probabilities.
 
 Input: a table with one column ``image``; each cell is an image file (PNG, JPEG, WebP, GIF or
