@@ -11,6 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from badfiles import bomb, png_header, truncated
 from PIL import Image
 
 from fmnist_lib import preprocess, registry, serving
@@ -104,18 +105,6 @@ def test_records_format_mixes_bytes_and_arrays(api, test_set):
     assert first["class_id"] == second["class_id"]
 
 
-def _truncated_png() -> bytes:
-    noise = np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8)
-    png = preprocess.encode_png(noise)
-    return png[: len(png) * 2 // 3]
-
-
-def _bomb() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("1", (15000, 15000)).save(buffer, format="PNG")  # 225 Mpx in ~30 KB
-    return buffer.getvalue()
-
-
 def _split(*cells) -> dict:
     return {"dataframe_split": {"columns": ["image"], "data": [[cell] for cell in cells]}}
 
@@ -123,8 +112,9 @@ def _split(*cells) -> dict:
 BAD = {
     "not an image": (lambda: _split(b64(b"%PDF-1.4 not a picture")), "The file is not an image"),
     "empty": (lambda: _split(""), "The file is empty"),
-    "truncated": (lambda: _split(b64(_truncated_png())), "damaged or truncated"),
-    "decompression bomb": (lambda: _split(b64(_bomb())), "too large to decode safely"),
+    "truncated": (lambda: _split(b64(truncated("PNG"))), "damaged or truncated"),
+    "decompression bomb": (lambda: _split(b64(bomb(15000))), "too large to decode safely"),
+    "900-megapixel PNG header": (lambda: _split(b64(png_header(30000, 30000))), "too large"),
     "wrong array shape": (lambda: {"inputs": {"image": [[[0] * 27] * 28]}}, "shape (28, 27)"),
     "not base64": (lambda: _split("%%% not base64 %%%"), "not base64"),
     "second image bad": (

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import pytest
+from badfiles import bomb, encode, png_header, truncated
 from PIL import Image, ImageDraw
 
 from fmnist_lib import preprocess
@@ -17,12 +17,6 @@ from fmnist_lib.preprocess import ImageError
 @pytest.fixture(scope="module")
 def sample() -> np.ndarray:
     return load_fashion_mnist().x_test[0]
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def test_a_dataset_image_survives_png_and_base64_exactly(sample):
@@ -47,24 +41,15 @@ def test_colour_and_large_images_become_28x28_grey(sample):
     assert np.abs(out.astype(int) - sample).mean() < 3
 
 
-def _bomb(side: int) -> bytes:
-    # One bit per pixel: a huge image in a few kilobytes of PNG.
-    return encode(Image.new("1", (side, side)), "PNG")
-
-
-def _truncated(fmt: str) -> bytes:
-    noise = np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8)
-    data = encode(Image.fromarray(noise), fmt)
-    return data[: len(data) * 2 // 3]
-
-
 BAD_FILES = {
     "empty": (lambda: b"", "The file is empty"),
     "text": (lambda: b"just some text, not a picture", "not an image"),
-    "truncated-png": (lambda: _truncated("PNG"), "damaged or truncated"),
-    "truncated-jpeg": (lambda: _truncated("JPEG"), "damaged or truncated"),
-    "64-megapixels": (lambda: _bomb(8000), "too large"),  # our own limit
-    "225-megapixels": (lambda: _bomb(15000), "too large"),  # Pillow's guard
+    "truncated-png": (lambda: truncated("PNG"), "damaged or truncated"),
+    "truncated-jpeg": (lambda: truncated("JPEG"), "damaged or truncated"),
+    "64-megapixels": (lambda: bomb(8000), "too large"),  # our own limit
+    "225-megapixels": (lambda: bomb(15000), "too large"),  # Pillow's guard
+    "900-megapixels": (lambda: png_header(30000, 30000), "too large to decode"),
+    "wide-strip": (lambda: png_header(200_000, 300), "too large"),  # 60 Mpx, one row high
     "tiff": (lambda: encode(Image.new("L", (28, 28)), "TIFF"), "not supported"),
 }
 
