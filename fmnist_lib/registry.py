@@ -24,6 +24,11 @@ CHAMPION_URI = f"models:/{CHAMPION_MODEL}@{CHAMPION_ALIAS}"
 _PROFILE_RANK = {"full": 1}
 
 
+def _rank(profile: str, accuracy: float) -> tuple[int, float]:
+    """What "better" means: the profile first, then test accuracy."""
+    return (_PROFILE_RANK.get(profile, 0), accuracy)
+
+
 class NoModelError(LookupError):
     """Nothing is registered yet; the message says which command makes a model."""
 
@@ -43,7 +48,7 @@ class Candidate:
 
     @property
     def rank(self) -> tuple[int, float]:
-        return (_PROFILE_RANK.get(self.profile, 0), self.accuracy)
+        return _rank(self.profile, self.accuracy)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -62,7 +67,7 @@ def _client():
     return mlflow.MlflowClient(tracking.tracking_uri())
 
 
-def _serving_model_uri(client, run) -> str | None:
+def _serving_model_uri(run) -> str | None:
     """The serving artifact (`serving.Classifier`) the run logged, as ``models:/m-...``; None
     for a run that logged none (runs made before the artifact existed logged the bare model)."""
     import mlflow
@@ -85,7 +90,6 @@ def best_runs(profile: str | None = None) -> list[Candidate]:
     runs = tracking.find_runs(profile, variant="default")
     if runs.empty:
         return []
-    client = _client()
     candidates = {}
     for _, run in runs.sort_values(
         "metrics.test_accuracy", ascending=False, kind="stable"
@@ -93,7 +97,7 @@ def best_runs(profile: str | None = None) -> list[Candidate]:
         model = run["tags.model"]
         if model in candidates:
             continue
-        uri = _serving_model_uri(client, run)
+        uri = _serving_model_uri(run)
         if uri is not None:
             candidates[model] = Candidate(
                 model=model,
@@ -118,11 +122,8 @@ def _current(client, name: str, alias: str | None = None):
         return None
 
 
-def _rank(version) -> tuple[int, float]:
-    return (
-        _PROFILE_RANK.get(version.tags.get("profile", ""), 0),
-        float(version.tags.get("test_accuracy", "-inf")),
-    )
+def _version_rank(version) -> tuple[int, float]:
+    return _rank(version.tags.get("profile", ""), float(version.tags.get("test_accuracy", "-inf")))
 
 
 def _register(client, name: str, candidate: Candidate, description: str):
@@ -154,7 +155,8 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
         name = registered_name(candidate.model)
         current = _current(client, name)
         if current is not None and (
-            current.tags.get("run_id") == candidate.run_id or _rank(current) >= candidate.rank
+            current.tags.get("run_id") == candidate.run_id
+            or _version_rank(current) >= candidate.rank
         ):
             version, action = current, "kept"
         else:
@@ -174,7 +176,7 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
         top = max(candidates, key=lambda c: c.rank)
         champion = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
         if champion is None or (
-            champion.tags.get("run_id") != top.run_id and top.rank > _rank(champion)
+            champion.tags.get("run_id") != top.run_id and top.rank > _version_rank(champion)
         ):
             version = _register(
                 client, CHAMPION_MODEL, top, "The course's best model: serve @champion."
