@@ -6,7 +6,7 @@ a photo of a dark shoe on a white table reaches the model as a light shoe on bla
 
 Every way an input can be unusable raises `ImageError`, whose message is one sentence a
 student understands (an empty file, not an image, a truncated file, an image too large to
-decode safely, a wrong array shape). The app shows it; the API returns it as a 400.
+decode safely, a wrong array shape); the API returns it as a 400.
 """
 
 from __future__ import annotations
@@ -138,9 +138,9 @@ def fashion_mnist_steps(image: Image.Image) -> dict[str, np.ndarray]:
     ``grey``: 8-bit grey levels; ``dark item on light``: negated first if the background (the
     median of the border) is dark; ``trimmed``: cropped to the pixels that differ from the
     background by more than 5%; ``resized``: longest edge to 28 pixels; ``centred``: on a
-    28x28 canvas of the background colour; ``negated``: a light
-    item on black; ``stretched``: background to 0, brightest pixel to 255 (every Fashion-MNIST
-    image spans the full range). The last one is what the model sees.
+    28x28 canvas of the background colour; ``negated``: a light item on black;
+    ``stretched``: background to 0, brightest pixel to 255 (every Fashion-MNIST image spans the
+    full range). The last one is what the model sees.
 
     A 28x28 image that already has a dark background is taken as a Fashion-MNIST image and
     left as it is. An image in which nothing stands out from the background raises

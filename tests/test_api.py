@@ -4,14 +4,13 @@ real test images as PNG, JPEG and arrays, and a clear 4xx for every bad input.""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
-from badfiles import bomb, png_header, truncated
+from badfiles import bomb, encode, png_header, truncated
 from PIL import Image
 
 from fmnist_lib import preprocess, registry, serving
@@ -52,9 +51,7 @@ def b64(data: bytes) -> str:
 
 
 def jpeg(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
+    return encode(Image.fromarray(image), "JPEG", quality=95)
 
 
 @pytest.fixture(scope="module")
