@@ -1,4 +1,5 @@
-"""Figures shared by the chapters and the app. Each function returns a matplotlib Figure."""
+"""Figures shared by the chapters and the app. Each function returns a matplotlib Figure, except
+`enlarge` and `heat_overlay`, which return RGB pixels for the app to show as they are."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 
@@ -103,6 +103,8 @@ def intensity_histograms(
 def _class_heatmap(matrix: np.ndarray, class_names: Sequence[str], figsize, **heatmap_kw):
     """An annotated class-by-class heatmap; returns the figure and its axes."""
     fig, ax = plt.subplots(figsize=figsize)
+    import seaborn as sns  # here, not at the top: the app never draws one and starts faster
+
     sns.heatmap(
         matrix, annot=True, xticklabels=class_names, yticklabels=class_names, ax=ax, **heatmap_kw
     )
@@ -275,9 +277,46 @@ def accuracy_vs_time(table: pd.DataFrame) -> Figure:
 def accuracy_heatmap(table: pd.DataFrame) -> Figure:
     """Per-class test accuracy, classes as rows and models as columns, the weakest in red."""
     fig, ax = plt.subplots(figsize=(1.2 * len(table.columns) + 2.5, 5.5))
+    import seaborn as sns
+
     sns.heatmap(table, annot=True, fmt=".3f", cmap="RdYlGn", vmin=0.5, vmax=1, ax=ax, cbar=False)
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.xaxis.tick_top()
+    fig.tight_layout()
+    return fig
+
+
+def enlarge(image: np.ndarray, scale: int = 8) -> np.ndarray:
+    """A small grey image scaled up by repeating pixels, so that a browser shows sharp 28x28
+    pixels instead of a blur."""
+    image = np.asarray(image)
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, scale: int = 8) -> np.ndarray:
+    """A 28x28 grey image with a saliency map (values in [0, 1], see `explain`) laid over it in
+    colour, as (28 * scale, 28 * scale, 3) uint8 RGB. Where the map is 0 the image shows through."""
+    grey = np.repeat(np.asarray(image, dtype=np.float64)[..., np.newaxis], 3, axis=-1) / 255
+    heat = np.clip(np.asarray(heat, dtype=np.float64), 0, 1)
+    colour = plt.get_cmap("inferno")(heat)[..., :3]
+    alpha = 0.75 * heat[..., np.newaxis]
+    blended = (1 - alpha) * grey * 0.8 + alpha * colour
+    return enlarge(np.rint(blended * 255).astype(np.uint8), scale)
+
+
+def saliency_maps(
+    images: np.ndarray, maps: np.ndarray, titles: Sequence[str], method: str
+) -> Figure:
+    """Each image above its saliency map overlay (`heat_overlay`), with a title per column."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.4, 3.2), squeeze=False)
+    for k in range(n):
+        axes[0, k].imshow(images[k], cmap="gray", vmin=0, vmax=255)
+        axes[0, k].set_title(titles[k], fontsize=8)
+        axes[1, k].imshow(heat_overlay(images[k], maps[k], scale=1))
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(f"Where the model looked ({method}): brighter is stronger evidence", fontsize=10)
     fig.tight_layout()
     return fig
