@@ -1,4 +1,5 @@
-"""Make the custom test images of chapter 6 in generated_images/ (or --out), with labels.csv.
+"""Make the custom test images of chapter 6 in generated_images/ (or --out, or
+$FMNIST_GENERATED_DIR), with labels.csv. The app offers them in its "Generated images" tab.
 
 Two kinds: garments drawn from scratch for all ten classes (random colour, size, position,
 rotation, background and texture), and real test images re-rendered as product photos (a dark
@@ -15,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmnist_lib.config import PROJECT_ROOT
+from fmnist_lib.config import generated_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=100, help="product photos (100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument(
-        "--out", type=Path, default=PROJECT_ROOT / "generated_images", help="output folder"
+        "--out", type=Path, default=generated_dir(), help="output folder (generated_images/)"
     )
     args = parser.parse_args(argv)
     if args.per_class < 0 or not 0 <= args.photos <= 10_000:

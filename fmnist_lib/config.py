@@ -16,6 +16,12 @@ DATA_CACHE = PROJECT_ROOT / "data"
 SEED = 42
 
 
+def generated_dir() -> Path:
+    """Where `create_img.py` writes the custom images and the app finds them:
+    ``$FMNIST_GENERATED_DIR``, or ``generated_images/`` at the project root."""
+    return Path(os.environ.get("FMNIST_GENERATED_DIR") or PROJECT_ROOT / "generated_images")
+
+
 @dataclass(frozen=True)
 class Profile:
     """Sizes and budgets for one way of running the course.

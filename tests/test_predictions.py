@@ -1,0 +1,149 @@
+"""What the app shows of each image: preprocessing with its steps, predictions in one batch,
+one clear sentence per unusable file, and the results table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from badfiles import bomb, encode, png_header, truncated
+from PIL import Image
+
+from fmnist_lib import custom_images, predictions, preprocess, serving
+from fmnist_lib.data import CLASS_NAMES, load_test_set
+from fmnist_lib.predictions import Item
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return load_test_set(download=False)
+
+
+class Constant:
+    """A stand-in classifier that says class 7 with probability 0.7, for any image: these
+    tests are about the bookkeeping; real models are in test_app and test_serving."""
+
+    calls = 0
+
+    def predict_proba(self, images):
+        Constant.calls += 1
+        proba = np.full((len(images), 10), 0.3 / 9)
+        proba[:, 7] = 0.7
+        return proba
+
+
+def test_a_picture_keeps_every_step_and_a_small_preview(test_set):
+    photo = custom_images.render_product_photo(test_set[0][0], np.random.default_rng(0))
+    examined = predictions.examine(Item("photo.jpg", encode(photo, "JPEG")))
+    assert examined.ok and examined.image.shape == (28, 28)
+    assert list(examined.steps)[-1] == "stretched"
+    np.testing.assert_array_equal(examined.steps["stretched"], examined.image)
+    # Served and shown images are the same conversion.
+    np.testing.assert_array_equal(examined.image, preprocess.prepare(encode(photo, "JPEG")))
+    assert max(examined.preview.shape[:2]) == predictions.PREVIEW
+    assert all(max(step.shape[:2]) <= predictions.PREVIEW for step in examined.steps.values())
+
+
+def test_a_test_image_is_used_as_it_is(test_set):
+    examined = predictions.examine(Item("test #0", test_set[0][0], int(test_set[1][0])))
+    assert examined.ok and list(examined.steps) == ["as it is"]
+    np.testing.assert_array_equal(examined.image, test_set[0][0])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "The file is empty."),
+        (b"GIF89a but not really", "not an image"),
+        (truncated("PNG"), "damaged or truncated"),
+        (bomb(8000), "too large"),
+        (png_header(30_000, 30_000), "too large to decode safely"),  # 900 megapixels
+        (encode(Image.new("RGB", (300, 200), "white"), "PNG"), "blank"),
+        (None, "could not be read"),
+    ],
+    ids=["empty", "not an image", "truncated", "bomb", "900 Mpx", "blank", "unreadable"],
+)
+def test_each_unusable_file_gets_its_sentence_and_the_others_are_classified(
+    data, message, test_set
+):
+    good = Item("good.png", preprocess.encode_png(test_set[0][0]))
+    examined = [predictions.examine(good), predictions.examine(Item("bad", data))]
+    assert examined[0].ok and not examined[1].ok and message in examined[1].error
+    calls = Constant.calls
+    outputs = predictions.predict(Constant(), examined)
+    assert Constant.calls == calls + 1  # one batch
+    assert outputs[0].argmax() == 7 and outputs[1] is None
+    table = predictions.results_table(examined, {"m": outputs})
+    assert table["m: class"].tolist() == [CLASS_NAMES[7], ""]
+    assert table["error"].tolist() == ["", examined[1].error]
+
+
+def test_nothing_usable_calls_no_model():
+    calls = Constant.calls
+    assert predictions.predict(Constant(), [predictions.examine(Item("x", b""))]) == [None]
+    assert Constant.calls == calls
+
+
+def test_the_table_says_right_and_wrong_only_when_the_label_is_known(test_set):
+    images, labels = test_set
+    items = [
+        Item("a", images[0], 7),
+        Item("b", images[1], 2),
+        Item("upload.png", preprocess.encode_png(images[2])),
+    ]
+    examined = [predictions.examine(item) for item in items]
+    table = predictions.results_table(examined, {"one": predictions.predict(Constant(), examined)})
+    assert table["true class"].tolist() == [CLASS_NAMES[7], CLASS_NAMES[2], ""]
+    assert table["one: right"].tolist() == [True, False, None]
+    assert table["one: probability"].tolist() == pytest.approx([0.7] * 3)
+    assert list(table.columns) == [
+        "image",
+        "source",
+        "true class",
+        "one: class",
+        "one: probability",
+        "one: right",
+        "error",
+    ]
+
+
+def test_top_classes_most_probable_first():
+    proba = np.array([0.05, 0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.15, 0.0])
+    top = predictions.top_classes(proba)
+    assert top["class"].tolist() == [CLASS_NAMES[1], CLASS_NAMES[3], CLASS_NAMES[8]]
+    assert top["probability"].tolist() == [0.5, 0.3, 0.15]
+
+
+def test_the_test_gallery_takes_the_first_images_of_each_class(test_set):
+    images, labels = test_set
+    gallery = predictions.test_gallery(images, labels, per_class=2)
+    assert [item.label for item in gallery] == [c for c in range(10) for _ in range(2)]
+    for item in gallery:
+        index = int(item.name.removeprefix("test #"))
+        assert labels[index] == item.label and (images[index] == item.data).all()
+    first_bags = np.flatnonzero(labels == 8)[:2]
+    assert [item.name for item in gallery if item.label == 8] == [f"test #{i}" for i in first_bags]
+
+
+def test_generated_images_are_listed_with_their_labels(tmp_path, test_set):
+    assert predictions.generated_gallery(tmp_path) == []
+    made = custom_images.generate(tmp_path, test_set[0], test_set[1], per_class=1, photos=2)
+    listed = predictions.generated_gallery(tmp_path)
+    assert listed == made
+    item = predictions.generated_item(tmp_path, listed[-1])
+    assert item.label == listed[-1].label and item.data == (tmp_path / listed[-1].file).read_bytes()
+    (tmp_path / listed[0].file).unlink()
+    missing = predictions.examine(predictions.generated_item(tmp_path, listed[0]))
+    assert missing.error == "The file could not be read."
+
+
+def test_real_model_probabilities_match_the_served_ones(test_set):
+    from fmnist_lib import models
+
+    classifier = serving.Classifier.from_model(models.build_dense(), "keras")
+    images = test_set[0][:5]
+    examined = [
+        predictions.examine(Item(str(k), preprocess.encode_png(im))) for k, im in enumerate(images)
+    ]
+    outputs = predictions.predict(classifier, examined)
+    served = classifier.classify(serving.images_frame(preprocess.encode_png(im) for im in images))
+    np.testing.assert_allclose(np.stack(outputs), np.stack(served["probabilities"]), rtol=1e-6)
