@@ -190,14 +190,73 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def no_model_message() -> str:
+    """What to run when nothing is registered yet."""
+    return (
+        f"No model is registered as {CHAMPION_URI} in {tracking.tracking_uri()}. Train one "
+        "and register it: `python -m fmnist_lib train cnn` then `python -m fmnist_lib register`."
+    )
+
+
 def champion() -> dict[str, str]:
     """The champion's tags (model, run_id, profile, test_accuracy) and version."""
     client = _client()
     version = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
     if version is None:
-        raise NoModelError(
-            f"No model is registered as {CHAMPION_URI} in {tracking.tracking_uri()}. Train one "
-            "and register it: `python -m fmnist_lib train cnn` then "
-            "`python -m fmnist_lib register`."
-        )
+        raise NoModelError(no_model_message())
     return {**version.tags, "version": str(version.version)}
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registered model version the app and the API can load."""
+
+    name: str
+    version: int
+    model: str
+    profile: str
+    accuracy: float
+    champion: bool = False
+
+    @property
+    def uri(self) -> str:
+        # The version, not the alias: a cache keyed on it reloads when the champion changes.
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def short(self) -> str:
+        return f"{self.model} (champion)" if self.champion else f"{self.model} v{self.version}"
+
+    @property
+    def label(self) -> str:
+        where = "champion" if self.champion else f"{self.name} v{self.version}"
+        return f"{self.model} ({where}, {self.profile} profile, test accuracy {self.accuracy:.4f})"
+
+
+def _registered(version, champion: bool = False) -> Registered:
+    return Registered(
+        name=version.name,
+        version=int(version.version),
+        model=version.tags.get("model", version.name),
+        profile=version.tags.get("profile", "?"),
+        accuracy=float(version.tags.get("test_accuracy", "nan")),
+        champion=champion,
+    )
+
+
+def registered_models() -> list[Registered]:
+    """The champion first, then the newest version of each ``fashion-mnist-<model>``, best
+    first. Empty when nothing is registered. Reads the store, changes nothing."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    found = []
+    top = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
+    if top is not None:
+        found.append(_registered(top, champion=True))
+    others = [
+        _current(client, model.name)
+        for model in client.search_registered_models(f"name LIKE '{CHAMPION_MODEL}-%'")
+    ]
+    others = sorted((v for v in others if v is not None), key=_version_rank, reverse=True)
+    return found + [_registered(version) for version in others]

@@ -275,14 +275,19 @@ def log_model(model, family: str, example_images: np.ndarray, name: str = "model
             quiet.setLevel(level)
 
 
-def load(model_uri: str) -> Classifier:
+def load(model_uri: str, check_requirements: bool = True) -> Classifier:
     """The `Classifier` behind a logged or registered artifact, e.g.
-    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`."""
+    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`.
+
+    MLflow compares the artifact's pinned packages with the installed ones and warns on a
+    mismatch; that reads every installed package's metadata (about 1 s here).
+    ``check_requirements=False`` skips it, for the app's start-up."""
     from . import tracking
 
     # The course's store, not MLflow's default (./mlflow.db in whatever folder we run in).
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=not check_requirements)
+    return model.unwrap_python_model()
 
 
 @contextmanager

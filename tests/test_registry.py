@@ -39,6 +39,7 @@ def _cli(*args):
 
 
 def test_an_empty_store_says_how_to_make_a_champion(store):
+    assert registry.registered_models() == []
     assert registry.register_best().empty
     with pytest.raises(registry.NoModelError, match="python -m fmnist_lib train cnn"):
         registry.champion()
@@ -88,6 +89,17 @@ def test_each_approach_is_registered_and_the_champion_only_improves(store):
     assert accuracy == pytest.approx(rf_small.accuracy)
     result = _cli("champion")
     assert result.returncode == 0 and "version 2: rf (small profile)" in result.stdout
+
+    # What the app offers: the champion first, then each approach's newest version, best first.
+    listed = registry.registered_models()
+    assert [(m.name, m.version, m.champion) for m in listed] == [
+        ("fashion-mnist", 2, True),
+        ("fashion-mnist-rf", 2, False),
+        ("fashion-mnist-dense", 1, False),
+    ]
+    assert listed[0].uri == "models:/fashion-mnist/2" and listed[0].short == "rf (champion)"
+    assert listed[0].accuracy == pytest.approx(rf_small.accuracy, abs=1e-6)
+    assert listed[2].short == "dense v1" and "test accuracy" in listed[2].label
 
 
 def test_a_full_profile_model_outranks_any_quick_one():
