@@ -5,8 +5,9 @@ parse the dataset), `audit` (duplicates, blank images, pixel statistics), `model
 per architecture), `training` (fit, evaluate and log any model), `evaluation` (scores),
 `tracking` (the MLflow store and runs), `registry` (each approach's best model, the champion),
 `preprocess` (any image to 28x28, as Fashion-MNIST was made), `custom_images` (drawn garments
-and product photos), `serving` (the pyfunc model the API
-serves), `processes` (server processes on 127.0.0.1), `plots` (shared figures).
+and product photos), `serving` (the pyfunc model the API serves), `predictions` (many images for
+the app: steps, errors one by one, the results table), `explain` (where a network looked),
+`processes` (server processes on 127.0.0.1), `plots` (figures shared by chapters and app).
 """
 
 __version__ = "0.1.0"

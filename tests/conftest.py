@@ -1,4 +1,5 @@
-"""Shared fixtures: small IDX files written on the fly, and a real HTTP server on 127.0.0.1."""
+"""Shared fixtures: small IDX files written on the fly, a real HTTP server on 127.0.0.1, and an
+MLflow store with two tiny registered models for the app's tests."""
 
 from __future__ import annotations
 
@@ -69,3 +70,22 @@ def serve():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def app_store(tmp_path_factory):
+    """A store holding a tiny CNN and a tiny dense network (1,200 training images, one epoch),
+    both registered, the better one champion. Returns its URI and the models as the app lists
+    them, the champion first."""
+    from fmnist_lib import registry
+    from fmnist_lib.config import Profile
+    from fmnist_lib.training import train
+
+    tiny = Profile(name="tiny", train_size=1200, test_size=200, epochs=1)
+    uri = f"sqlite:///{tmp_path_factory.mktemp('app-store') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        train("cnn", profile=tiny)
+        train("dense", profile=tiny)
+        registry.register_best()
+        return uri, registry.registered_models()

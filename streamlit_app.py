@@ -1,0 +1,259 @@
+"""The course's app: classify your own pictures of clothes, test images and generated images with
+the registered models, see what each model saw and looked at, and compare two models.
+
+    streamlit run streamlit_app.py        (or ./course app)
+
+The app only lays things out: images are read and converted by `fmnist_lib.predictions` (the
+same preprocessing as the served model), models come from the MLflow registry through
+`fmnist_lib.serving`, saliency maps from `fmnist_lib.explain`.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import streamlit as st
+
+# Light imports only: MLflow and TensorFlow load in the background (see `start_loading`) while
+# the page is drawn, so that the uploader shows within a second or two of opening the app.
+from fmnist_lib import explain, plots, predictions, registry, tracking
+from fmnist_lib.config import generated_dir
+from fmnist_lib.data import CLASS_NAMES, DatasetError, load_test_set
+
+DETAILS = 12  # images shown in full; the table lists them all
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp"]
+
+st.set_page_config(page_title="Fashion-MNIST classifier", page_icon="👕", layout="wide")
+
+
+@st.cache_resource
+def _loader() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+
+
+def _import_frameworks() -> None:
+    # In the order the page needs them: MLflow's store lists the models (2 s of imports),
+    # TensorFlow runs them (2-3 s). The page waits only for what it needs.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    from fmnist_lib import serving  # noqa: F401
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> Future:
+    """Start importing MLflow and TensorFlow while the first page is drawn."""
+    return _loader().submit(_import_frameworks)
+
+
+def _load(uri: str):
+    import numpy as np
+
+    from fmnist_lib import serving
+
+    # The course's own environment made the artifact: skip MLflow's 1 s package check.
+    classifier = serving.load(uri, check_requirements=False)
+    # Trace the compiled functions now, in the background, not on the first upload.
+    blank = np.zeros((1, 28, 28), dtype=np.uint8)
+    classifier.predict_proba(blank)
+    if explain.method(classifier):
+        explain.saliency(classifier, blank, [0])
+    return classifier
+
+
+@st.cache_resource(show_spinner=False)
+def start_loading(uri: str) -> Future:
+    """Load a model once per process, in the background: call early, `load_model` waits."""
+    return _loader().submit(_load, uri)
+
+
+def load_model(uri: str):
+    try:
+        with st.spinner("Loading the model…"):
+            return start_loading(uri).result()
+    except Exception as err:  # a broken artifact: say so, and try again on the next run
+        start_loading.clear()
+        st.error(f"The model {uri} could not be loaded: {err}")
+        st.stop()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def available_models(store: str) -> list[registry.Registered]:  # keyed on the store
+    return registry.registered_models()
+
+
+@st.cache_data(show_spinner="Reading the test set…")
+def test_gallery() -> list[predictions.Item]:
+    return predictions.test_gallery(*load_test_set(download=False))
+
+
+@st.cache_data(max_entries=1000, show_spinner=False)
+def examine(item: predictions.Item) -> predictions.Examined:
+    return predictions.examine(item)
+
+
+def pick_one_of_each(gallery: list[predictions.Item]) -> None:
+    firsts = {}
+    for item in gallery:
+        firsts.setdefault(item.label, item.name)
+    st.session_state["test_picks"] = list(firsts.values())
+
+
+def inputs() -> list[predictions.Item]:
+    """The images chosen in the three tabs, in order: uploads, test images, generated ones."""
+    upload_tab, test_tab, generated_tab = st.tabs(["Upload", "Test images", "Generated images"])
+    with upload_tab:
+        files = st.file_uploader(
+            "Pictures of clothes: PNG, JPEG, WebP, GIF or BMP, one item per picture",
+            type=UPLOAD_TYPES,
+            accept_multiple_files=True,
+            key="uploads",
+        )
+    items = [predictions.Item(f.name, f.getvalue()) for f in files or []]
+    with test_tab:
+        try:
+            gallery = test_gallery()
+        except DatasetError as err:
+            st.info(f"The test set is not available: {err}")
+            gallery = []
+        if gallery:
+            by_name = {item.name: item for item in gallery}
+            picks = st.multiselect(
+                "Fashion-MNIST test images (their true class is known)",
+                list(by_name),
+                format_func=lambda name: f"{name} · {CLASS_NAMES[by_name[name].label]}",
+                key="test_picks",
+            )
+            st.button("One of each class", on_click=pick_one_of_each, args=(gallery,))
+            items += [by_name[name] for name in picks]
+    with generated_tab:
+        folder = generated_dir()
+        generated = {image.file: image for image in predictions.generated_gallery(folder)}
+        if not generated:
+            st.info("No generated images yet: run `python create_img.py` to make them.")
+        else:
+            picks = st.multiselect(
+                "Drawn garments and product photos from create_img.py",
+                list(generated),
+                format_func=lambda f: f"{f} · {generated[f].class_name}",
+                key="generated_picks",
+            )
+            items += [predictions.generated_item(folder, generated[f]) for f in picks]
+    return items
+
+
+def show_prediction(model: registry.Registered, classifier, examined, proba, heat) -> None:
+    best = int(proba.argmax())
+    label = examined.item.label
+    text = f"{CLASS_NAMES[best]} ({proba[best]:.0%})"
+    if label is None or label == best:
+        st.success(f"{model.short}: {text}" + (" ✓ right" if label is not None else ""))
+    else:
+        st.warning(f"{model.short}: {text}, but the true class is {CLASS_NAMES[label]}")
+    # The top 3 as bars. Not st.bar_chart: its first chart costs 2 s (Altair) on 2 cores.
+    score = "" if classifier.has_probabilities else " of the SVM's votes"
+    top = predictions.top_classes(proba)
+    for name, p in zip(top["class"], top["probability"], strict=True):
+        st.progress(float(p), text=f"{name}: {p:.1%}{score}")
+    if heat is not None:
+        st.image(
+            plots.heat_overlay(examined.image, heat, scale=6),
+            caption=f"{explain.method(classifier)}: where it saw “{CLASS_NAMES[best]}”",
+        )
+
+
+def show_details(examined, models, classifiers, probas, heats, show_steps: bool) -> None:
+    item = examined.item
+    with st.container(border=True):
+        truth = f" · true class: {CLASS_NAMES[item.label]}" if item.label is not None else ""
+        st.markdown(f"**{item.name}** ({item.source}){truth}")
+        columns = st.columns([1, 1] + [2] * len(models))
+        columns[0].image(examined.preview, caption="The input", width=160)
+        columns[1].image(plots.enlarge(examined.image, 6), caption="What the model sees")
+        for column, model, classifier, proba, heat in zip(
+            columns[2:], models, classifiers, probas, heats, strict=True
+        ):
+            with column:
+                show_prediction(model, classifier, examined, proba, heat)
+        if show_steps:
+            steps = examined.steps
+            # 28x28 steps blown up with sharp pixels; larger ones are shown as they are.
+            pictures = [s if min(s.shape[:2]) > 28 else plots.enlarge(s, 4) for s in steps.values()]
+            st.image(pictures, caption=list(steps), width=112)
+
+
+def main() -> None:
+    st.title("Fashion-MNIST classifier")
+    st.caption(
+        "Upload pictures of clothes or pick test images: each model of the course says which "
+        "of the ten classes it sees, how sure it is, and where it looked."
+    )
+    warm_up()
+    notice = st.container()
+    items = inputs()
+    try:
+        available = available_models(tracking.tracking_uri())
+    except Exception as err:  # an unreachable tracking server must not show a traceback
+        notice.error(f"The MLflow store {tracking.tracking_uri()} cannot be read: {err}")
+        return
+    if not available:
+        notice.warning(registry.no_model_message())
+        return
+    start_loading(available[0].uri)  # the default model loads while the rest is drawn
+
+    labels = {model.label: model for model in available}
+    with st.sidebar:
+        st.header("Models")
+        chosen = labels[st.selectbox("Model", list(labels), key="model")]
+        other = st.selectbox(
+            "Compare with", ["nothing"] + [k for k in labels if k != chosen.label], key="compare"
+        )
+        models = [chosen] + ([labels[other]] if other in labels else [])
+        show_steps = st.toggle("Show the preprocessing steps", key="steps")
+        show_maps = st.toggle("Show where the network looked", value=True, key="maps")
+    for model in models:
+        start_loading(model.uri)
+
+    if not items:
+        st.info("Upload pictures or pick images in the tabs above.")
+        return
+    examined = [examine(item) for item in items]
+    for e in examined:
+        if not e.ok:
+            st.error(f"{e.item.name}: {e.error}")
+
+    classifiers = [load_model(model.uri) for model in models]
+    outputs = {
+        model.short: predictions.predict(classifier, examined)
+        for model, classifier in zip(models, classifiers, strict=True)
+    }
+    shown = [k for k, e in enumerate(examined) if e.ok][:DETAILS]
+    heats = []  # per model, per shown image: a saliency map or None
+    for classifier, probas in zip(classifiers, outputs.values(), strict=True):
+        if show_maps and shown and explain.method(classifier):
+            images = [examined[k].image for k in shown]
+            classes = [int(probas[k].argmax()) for k in shown]
+            heats.append(list(explain.saliency(classifier, images, classes)))
+        else:
+            heats.append([None] * len(shown))
+
+    table = predictions.results_table(examined, outputs)
+    usable = sum(e.ok for e in examined)
+    st.subheader(f"{usable} of {len(examined)} images classified")
+    st.dataframe(table, hide_index=True)
+    st.download_button(
+        "Download the table (CSV)",
+        table.to_csv(index=False).encode(),
+        file_name="predictions.csv",
+        mime="text/csv",
+        key="csv",
+    )
+    if usable > DETAILS:
+        st.caption(f"Details for the first {DETAILS} images; the table lists all {usable}.")
+    for n, k in enumerate(shown):
+        probas = [out[k] for out in outputs.values()]
+        maps = [per_model[n] for per_model in heats]
+        show_details(examined[k], models, classifiers, probas, maps, show_steps)
+
+
+main()

@@ -1,0 +1,159 @@
+"""The Streamlit app through `streamlit.testing.v1.AppTest`: the script runs for real, in this
+process, on a real MLflow store with two registered models (`app_store` in conftest); no
+browser (see test_browser)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from badfiles import bomb, encode, truncated
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from fmnist_lib import custom_images, preprocess, registry, serving
+from fmnist_lib.config import PROJECT_ROOT
+from fmnist_lib.data import CLASS_NAMES, load_test_set
+
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+
+
+def _session(uri: str, monkeypatch, generated) -> AppTest:
+    """A fresh app on the store ``uri``, as in a new process: the caches are emptied."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("FMNIST_GENERATED_DIR", str(generated))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return AppTest.from_file(APP, default_timeout=120).run()
+
+
+@pytest.fixture
+def app(app_store, monkeypatch, tmp_path) -> AppTest:
+    at = _session(app_store[0], monkeypatch, tmp_path / "generated")
+    assert not at.exception
+    return at
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return load_test_set(download=False)
+
+
+def _predicted(model: registry.Registered, images: np.ndarray) -> list[str]:
+    return serving.load(model.uri).classify(images)["class_name"].tolist()
+
+
+def _table(at: AppTest) -> pd.DataFrame:
+    assert len(at.dataframe) == 1
+    return at.dataframe[0].value
+
+
+def test_without_a_model_the_app_says_what_to_run(monkeypatch, tmp_path):
+    at = _session(f"sqlite:///{tmp_path / 'empty.db'}", monkeypatch, tmp_path)
+    assert not at.exception
+    assert "python -m fmnist_lib train cnn" in at.warning[0].value
+    assert "python -m fmnist_lib register" in at.warning[0].value
+    assert len(at.dataframe) == 0
+
+
+def test_picking_test_images_classifies_them_with_the_champion(app, app_store, test_set):
+    champion = app_store[1][0]
+    assert champion.champion and app.selectbox(key="model").value == champion.label
+    assert "Upload pictures or pick images" in app.info[-1].value
+    app.button[0].click().run()  # "One of each class"
+    picks = app.multiselect(key="test_picks").value
+    assert len(picks) == 10
+    indexes = [int(name.removeprefix("test #")) for name in picks]
+    images, labels = test_set
+    assert sorted(labels[indexes]) == list(range(10))
+
+    table = _table(app)
+    expected = _predicted(champion, images[indexes])
+    assert table["image"].tolist() == picks
+    assert table["true class"].tolist() == [CLASS_NAMES[labels[i]] for i in indexes]
+    assert table[f"{champion.short}: class"].tolist() == expected
+    right = [p == CLASS_NAMES[labels[i]] for p, i in zip(expected, indexes, strict=True)]
+    assert table[f"{champion.short}: right"].tolist() == right
+    # One verdict per image: a success when right, a warning naming the true class when wrong.
+    assert len(app.success) == sum(right) and len(app.warning) == 10 - sum(right)
+    for box in app.warning:
+        assert (
+            box.value.startswith(f"{champion.short}: ") and ", but the true class is " in box.value
+        )
+    # Input, what the model sees and, for a network, where it looked: three pictures each.
+    assert len(app.image) == 30
+    assert not app.error
+
+
+def test_switching_and_comparing_models(app, app_store, test_set):
+    champion, other = app_store[1][0], app_store[1][2]  # the champion, and the approach that lost
+    assert other.model != champion.model
+    app.multiselect(key="test_picks").set_value(["test #0", "test #1", "test #2"]).run()
+    app.selectbox(key="model").set_value(other.label).run()
+    table = _table(app)
+    images = test_set[0][:3]
+    assert table[f"{other.short}: class"].tolist() == _predicted(other, images)
+    assert not any(column.startswith(champion.short) for column in table.columns)
+
+    app.selectbox(key="compare").set_value(champion.label).run()
+    table = _table(app)
+    assert table[f"{other.short}: class"].tolist() == _predicted(other, images)
+    assert table[f"{champion.short}: class"].tolist() == _predicted(champion, images)
+    assert len(app.success) + len(app.warning) == 6  # each image, by each model
+
+    app.toggle(key="maps").set_value(False).run()
+    assert len(app.image) == 6  # the input and what the model sees; no maps
+
+
+def test_uploads_good_and_bad_each_get_an_answer(app, app_store, test_set):
+    images = test_set[0]
+    photo = custom_images.render_product_photo(images[0], np.random.default_rng(0))
+    uploader = app.file_uploader[0]
+    uploader.upload("boot.png", preprocess.encode_png(images[0]), "image/png")
+    uploader.upload("photo.jpg", encode(photo, "JPEG"), "image/jpeg")
+    bad = {
+        "empty.png": (b"", "The file is empty."),
+        "notes.png": (b"my holiday notes", "The file is not an image"),
+        "cut.jpg": (truncated("JPEG"), "damaged or truncated"),
+        "huge.png": (bomb(8000), "too large to decode safely"),
+        "white.png": (encode(Image.new("RGB", (64, 64), "white"), "PNG"), "blank"),
+    }
+    for name, (data, _) in bad.items():
+        uploader.upload(name, data, "image/png")
+    app.run()
+    assert not app.exception
+    errors = [box.value for box in app.error]
+    assert len(errors) == len(bad)
+    for (name, (_, sentence)), error in zip(bad.items(), errors, strict=True):
+        assert error.startswith(f"{name}: ") and sentence in error
+
+    champion = app_store[1][0]
+    table = _table(app)
+    assert table["image"].tolist() == ["boot.png", "photo.jpg", *bad]
+    served = serving.load(champion.uri).classify(
+        serving.images_frame([preprocess.encode_png(images[0]), encode(photo, "JPEG")])
+    )
+    assert table[f"{champion.short}: class"].tolist()[:2] == served["class_name"].tolist()
+    assert (table["error"][2:] != "").all() and (table["error"][:2] == "").all()
+    assert app.subheader[0].value == f"2 of {2 + len(bad)} images classified"
+
+    # Its content is checked in a real browser (test_browser): AppTest keeps no file.
+    assert app.get("download_button")[0].proto.label == "Download the table (CSV)"
+
+    app.toggle(key="steps").set_value(True).run()
+    assert len(app.image) == 2 * 3 + 2  # + one row of steps per image
+
+
+def test_generated_images_can_be_picked(app_store, monkeypatch, tmp_path, test_set):
+    folder = tmp_path / "generated"
+    at = _session(app_store[0], monkeypatch, folder)
+    assert any("python create_img.py" in box.value for box in at.info)
+    made = custom_images.generate(folder, *test_set, per_class=1, photos=2)
+    at = _session(app_store[0], monkeypatch, folder)
+    picks = [made[0].file, made[-1].file]
+    at.multiselect(key="generated_picks").set_value(picks).run()
+    table = _table(at)
+    assert table["image"].tolist() == picks
+    assert table["source"].tolist() == ["generated"] * 2
+    assert table["true class"].tolist() == [made[0].class_name, made[-1].class_name]

@@ -1,0 +1,53 @@
+"""The app benchmark runs and reports sane figures (a smoke run: speed is not asserted)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fmnist_lib.config import PROJECT_ROOT
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_the_app_benchmark_prints_its_figures(app_store):
+    script = PROJECT_ROOT / "benchmarks" / "app_speed.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
+    result = subprocess.run(
+        [sys.executable, str(script), "--repeats", "3", "--cold-runs", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert f"Model: {app_store[1][0].label}" in out
+    warm = dict(re.findall(r"^  (.+?)\s+([\d.]+) ms", out, flags=re.M))
+    assert {"28x28 PNG: model", "28x28 PNG: decode + preprocess"} <= set(warm)
+    assert any(name.startswith("saliency map (") for name in warm)  # both models are networks
+    assert all(0 < float(ms) < 10_000 for ms in warm.values())
+    cold = dict(
+        re.findall(
+            r"^  (server answers|uploader shown|first prediction)\s+([\d.]+) s", out, flags=re.M
+        )
+    )
+    assert (
+        0
+        < float(cold["server answers"])
+        <= float(cold["uploader shown"])
+        <= float(cold["first prediction"])
+        < 300
+    )
+    assert re.search(r"Target: first prediction within 10 s: (met|missed)", out)
+
+
+def test_the_app_benchmark_says_when_there_is_no_model(tmp_path):
+    script = PROJECT_ROOT / "benchmarks" / "app_speed.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and "python -m fmnist_lib register" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,91 @@
+"""The app in a real browser: `streamlit run` on 127.0.0.1, Debian's Chromium driven headless by
+Playwright. Uploads a real test image and a broken file, reads the prediction and the error
+from the page, downloads the results table, and saves a screenshot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from badfiles import truncated
+
+from fmnist_lib import preprocess, serving
+from fmnist_lib.config import PROJECT_ROOT
+from fmnist_lib.data import load_test_set
+from fmnist_lib.processes import BIN, env_with, free_port, running
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"no Chromium at {CHROMIUM}: `./course test` installs it with apt-get",
+)
+
+
+@pytest.fixture(scope="module")
+def app_url(app_store, tmp_path_factory):
+    uri, listed = app_store
+    folder = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    command = [str(BIN / "streamlit"), "run", str(PROJECT_ROOT / "streamlit_app.py")]
+    command += ["--server.port", str(port), "--server.fileWatcherType", "none"]
+    env = env_with(MLFLOW_TRACKING_URI=uri, FMNIST_GENERATED_DIR=str(folder / "generated"))
+    url = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        classifier = serving.load(listed[0].uri)
+    with running(command, f"{url}/_stcore/health", folder / "streamlit.log", env=env):
+        yield url, listed[0], classifier
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield browser
+        browser.close()
+
+
+def test_an_upload_is_classified_and_a_broken_file_explained(app_url, browser, tmp_path):
+    url, champion, classifier = app_url
+    image = load_test_set(download=False)[0][0]
+    png = preprocess.encode_png(image)
+    expected = classifier.classify(serving.images_frame([png]))["class_name"][0]
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(url)
+    uploader = page.wait_for_selector(
+        '[data-testid="stFileUploaderDropzoneInput"]', state="attached", timeout=120_000
+    )
+    uploader.set_input_files(
+        [
+            {"name": "boot.png", "mimeType": "image/png", "buffer": png},
+            {"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": truncated("JPEG")},
+        ]
+    )
+    success = page.wait_for_selector('[data-testid="stAlertContentSuccess"]', timeout=120_000)
+    assert success.inner_text().startswith(f"{champion.short}: {expected} (")
+    error = page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=10_000)
+    assert error.inner_text().startswith("broken.jpg: The image file is damaged or truncated")
+    assert page.get_by_text("1 of 2 images classified").is_visible()
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the table (CSV)").click()
+    table = pd.read_csv(download.value.path())
+    assert table["image"].tolist() == ["boot.png", "broken.jpg"]
+    assert table[f"{champion.short}: class"].tolist()[0] == expected
+    assert "damaged or truncated" in table["error"][1]
+
+    shot = tmp_path / "app.png"
+    page.screenshot(path=shot, full_page=True)
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}", file=sys.stderr)
+    page.close()
