@@ -15,15 +15,26 @@ import nbval.plugin
 
 collect_ignore = ["_build", ".venv", "data", "mlartifacts"]
 _SCRATCH_STORE = None
+_MPLBACKEND = None
 
 
 def pytest_configure(config):
     """Under pytest, tests and chapters log to a throwaway MLflow store, never to the
     project's mlflow.db, unless MLFLOW_TRACKING_URI says otherwise."""
-    global _SCRATCH_STORE
+    global _SCRATCH_STORE, _MPLBACKEND
+    _MPLBACKEND = os.environ.get("MPLBACKEND")
     if "MLFLOW_TRACKING_URI" not in os.environ:
         _SCRATCH_STORE = tempfile.mkdtemp(prefix="fmnist-test-mlflow-")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SCRATCH_STORE}/mlflow.db"
+
+
+def pytest_collection_finish(session):
+    """Importing streamlit (the app's tests do) sets MPLBACKEND=Agg for the whole process;
+    chapter kernels and the book build inherit it and then draw no figure. Undo it."""
+    if _MPLBACKEND is None:
+        os.environ.pop("MPLBACKEND", None)
+    else:
+        os.environ["MPLBACKEND"] = _MPLBACKEND
 
 
 def pytest_unconfigure(config):
