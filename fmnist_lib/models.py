@@ -176,6 +176,62 @@ def build_dropout_cnn(filters=(32, 64), dense_units=128, conv_dropout=0.25, dens
     )
 
 
+def augmentation_layers(translate=0.1, zoom=0.1, rotation=0.03, flip=True, erasing=0.25):
+    """Random changes applied to each training image, a new one at every epoch; Keras skips
+    them at prediction time. ``translate`` and ``zoom`` are fractions of the image size,
+    ``rotation`` a fraction of a full turn (0.03: up to about 11 degrees), ``erasing`` the
+    largest chance that a random patch is blanked out. Empty space is filled with black, the
+    background of every Fashion-MNIST image."""
+    from keras import layers
+
+    fill = {"fill_mode": "constant", "fill_value": 0.0}
+    steps = [layers.RandomTranslation(translate, translate, **fill)] if translate else []
+    steps += [layers.RandomFlip("horizontal")] if flip else []
+    steps += [layers.RandomZoom(zoom, zoom, **fill)] if zoom else []
+    steps += [layers.RandomRotation(rotation, **fill)] if rotation else []
+    if erasing:
+        steps.append(layers.RandomErasing(erasing, fill_value=0.0, value_range=(0, 1)))
+    return steps
+
+
+def build_augmented_cnn(
+    filters=(32, 64), dense_units=128, conv_dropout=0.25, dense_dropout=0.5,
+    translate=0.1, zoom=0.1, rotation=0.03, flip=True, erasing=0.25,
+):  # fmt: skip
+    """Chapter 4's dropout CNN, with the augmentation layers in front of it."""
+    from keras import Input, Sequential
+
+    cnn = build_dropout_cnn(filters, dense_units, conv_dropout, dense_dropout)
+    augment = augmentation_layers(translate, zoom, rotation, flip, erasing)
+    return Sequential([Input(shape=INPUT_SHAPE), *augment, *cnn.layers], name="augmented_cnn")
+
+
+def build_bn_cnn(
+    filters=(32, 64, 128), dropout=0.25,
+    translate=0.1, zoom=0.1, rotation=0.03, flip=True, erasing=0.25,
+):  # fmt: skip
+    """A deeper CNN: per block, two 3x3 convolutions each followed by batch normalisation and
+    ReLU, then max-pooling and dropout; global average pooling instead of a dense head. With
+    the augmentation layers in front."""
+    from keras import Input, Sequential, layers
+
+    stack = [
+        Input(shape=INPUT_SHAPE),
+        *augmentation_layers(translate, zoom, rotation, flip, erasing),
+    ]
+    for width in filters:
+        for _ in range(2):
+            # No bias: the batch normalisation that follows has its own shift.
+            stack += [
+                layers.Conv2D(width, 3, padding="same", use_bias=False),
+                layers.BatchNormalization(momentum=0.9),  # settles within a short run
+                layers.ReLU(),
+            ]
+        stack += [layers.MaxPooling2D(2), layers.Dropout(dropout)]
+    stack += [layers.GlobalAveragePooling2D(), layers.Dense(N_CLASSES, activation="softmax")]
+    return Sequential(stack, name="bn_cnn")
+
+
 def parameter_table(model):
     """A Keras model's layers with their output shapes and trainable parameter counts."""
     import pandas as pd

@@ -67,7 +67,7 @@ def _client():
     return mlflow.MlflowClient(tracking.tracking_uri())
 
 
-def _serving_model_uri(run) -> str | None:
+def serving_model_uri(run) -> str | None:
     """The serving artifact (`serving.Classifier`) the run logged, as ``models:/m-...``; None
     for a run that logged none (runs made before the artifact existed logged the bare model)."""
     import mlflow
@@ -97,7 +97,7 @@ def best_runs(profile: str | None = None) -> list[Candidate]:
         model = run["tags.model"]
         if model in candidates:
             continue
-        uri = _serving_model_uri(run)
+        uri = serving_model_uri(run)
         if uri is not None:
             candidates[model] = Candidate(
                 model=model,

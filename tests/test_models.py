@@ -78,3 +78,28 @@ def test_rescale_by_block_and_overall():
     assert overall.var() == pytest.approx(1.0, rel=1e-3)
     constant = models.Rescale("all").fit(np.zeros((3, 2)))
     assert constant.scale_ == 1.0, "a constant block is left as it is, not divided by zero"
+
+
+def test_augmentation_changes_training_images_only():
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    for model in (models.build_augmented_cnn(), models.build_bn_cnn()):
+        np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+    augment = models.augmentation_layers()
+    assert [layer.__class__.__name__ for layer in augment] == [
+        "RandomTranslation", "RandomFlip", "RandomZoom", "RandomRotation", "RandomErasing",
+    ]  # fmt: skip
+    seen = x
+    for layer in augment:
+        seen = layer(seen, training=True)
+    assert seen.shape == x.shape and not np.allclose(seen, x)
+    assert models.augmentation_layers(0, 0, 0, False, 0) == []
+
+
+def test_bn_cnn_has_three_blocks_and_no_dense_hidden_layer():
+    model = models.build_bn_cnn()
+    kinds = [layer.__class__.__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == 6 and kinds.count("BatchNormalization") == 6
+    assert kinds[-2:] == ["GlobalAveragePooling2D", "Dense"]
+    # The augmented CNN is chapter 4's network behind the augmentation layers.
+    plain, augmented = models.build_dropout_cnn(), models.build_augmented_cnn()
+    assert augmented.count_params() == plain.count_params()

@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 
 from fmnist_lib import tracking
 from fmnist_lib.config import PROJECT_ROOT, Profile
 from fmnist_lib.data import IDX_FILES, load_fashion_mnist
-from fmnist_lib.training import MODELS, train
+from fmnist_lib.training import MODELS, learning_rate_schedule, reuse_or_train, train
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 CLASS_METRICS = 10
@@ -180,3 +182,38 @@ def test_cli_help_lists_every_model_with_its_description(store):
     assert result.returncode == 0
     for name, spec in MODELS.items():
         assert f"{name} " in result.stdout and spec.description in result.stdout
+
+
+def test_a_model_already_trained_is_reused_not_retrained(store):
+    first = reuse_or_train("dense", profile=TINY)
+    again = reuse_or_train("dense", profile=TINY)
+    assert again.run_id == first.run_id and again.accuracy == pytest.approx(first.accuracy)
+    assert again.fit_time == pytest.approx(first.fit_time) and len(again.history) == 2
+    other = reuse_or_train("dense", profile=TINY, dropout=0.1)
+    assert other.run_id != first.run_id
+    assert len(tracking.find_runs("tiny", "dense")) == 2
+
+
+def test_warmup_cosine_rises_then_decays():
+    params = {"learning_rate": 2e-3, "schedule": "warmup-cosine", "epochs": 30, "batch_size": 100}
+    schedule = learning_rate_schedule(params, 1000)  # 10 steps per epoch, 300 in all
+    values = [float(schedule(step)) for step in range(301)]
+    assert values[0] == 0 and int(np.argmax(values)) == 15  # a twentieth of the run
+    assert values[15] == pytest.approx(2e-3) and values[-1] < 1e-8
+    assert all(a <= b for a, b in zip(values[:15], values[1:16], strict=True))
+    assert all(a >= b for a, b in zip(values[15:-1], values[16:], strict=True))
+    constant = learning_rate_schedule({**params, "schedule": "constant"}, 1000)
+    assert constant == 2e-3
+
+
+def test_a_chapter_table_is_recorded_and_read_back(store):
+    table = pd.DataFrame({"test accuracy": [0.9, 0.95], "note": ["a", "b"]}, index=["x", "y"])
+    table.index.name = "step"
+    tracking.log_table("steps", "tiny", table)
+    newer = table.assign(**{"test accuracy": [0.91, 0.96]})
+    tracking.log_table("steps", "tiny", newer)
+    read = tracking.load_table("steps", "tiny")
+    assert read.index.tolist() == ["x", "y"] and read["test accuracy"].tolist() == [0.91, 0.96]
+    with pytest.raises(tracking.MissingRunError, match="run the chapter"):
+        tracking.load_table("steps", "full")
+    assert tracking.latest_runs("tiny").empty  # a table is not a model
