@@ -3,6 +3,7 @@
 python -m fmnist_lib train MODEL [--profile quick|full] [--set key=value]
 python -m fmnist_lib register [--profile quick|full]
 python -m fmnist_lib champion
+python -m fmnist_lib tune STUDY [--create] [--trials N] [--profile quick|full]
 """
 
 from __future__ import annotations
@@ -53,7 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     register_parser.add_argument("--profile", help="only runs of this profile (default: all)")
     commands.add_parser("champion", help="say which model is the champion, or how to make one")
+    tune_parser = commands.add_parser(
+        "tune",
+        help="run trials of an Optuna study of the dropout CNN (one worker)",
+        description="Run trials of a hyperparameter study. Create the study once (--create), "
+        "then start as many workers as you like on the same storage "
+        "($FMNIST_OPTUNA_STORAGE, default optuna.db).",
+    )
+    tune_parser.add_argument("study", help="the study's name")
+    tune_parser.add_argument("--create", action="store_true", help="create it if it is new")
+    tune_parser.add_argument("--trials", type=int, default=1, help="trials to run here (1)")
+    tune_parser.add_argument("--profile", help="quick or full, for --create")
     args = parser.parse_args(argv)
+    if args.command == "tune":
+        return _tune(args)
     if args.command == "register":
         return _register(args.profile)
     if args.command == "champion":
@@ -76,6 +90,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(describe(result))
     print(f"MLflow run {result.run_id}, model {result.model_uri}")
+    return 0
+
+
+def _tune(args) -> int:
+    from . import tuning
+
+    try:
+        if args.create:
+            profile = profile_named(args.profile) if args.profile else None
+            tuning.create_study(args.study, profile)
+        study = tuning.run_trials(args.study, args.trials)
+    except KeyError:  # Optuna's "Record does not exist" (before LookupError, its parent)
+        print(
+            f"error: no study {args.study!r} in {tuning.storage_url()}: create it with --create.",
+            file=sys.stderr,
+        )
+        return 1
+    except (ConfigError, DatasetError, LookupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    done = [t for t in study.trials if t.value is not None]
+    best = max(done, key=lambda t: t.value, default=None)
+    summary = f"best so far: trial {best.number}, {best.value:.4f}" if best else "no trial done"
+    print(f"study {args.study}: {len(study.trials)} trials; {summary}")
     return 0
 
 

@@ -1,0 +1,211 @@
+"""Hyperparameter search for the dropout CNN with Optuna, every trial an MLflow run.
+
+A study lives in a database that Optuna and any number of worker processes share: several
+terminals, or several machines, can each run ``python -m fmnist_lib tune --study NAME`` and
+they work on the same study, each taking the next trial Optuna proposes. The database is
+``$FMNIST_OPTUNA_STORAGE`` (for a team, a PostgreSQL URL such as
+``postgresql://user:password@host/optuna``), or ``optuna.db`` at the project root.
+
+In MLflow the study is one run (tagged ``model=cnn-tuning``) and each trial a run nested under
+it, with the trial's hyperparameters and its validation accuracy at every epoch. Trials that
+fall below the median of earlier trials at the same epoch are stopped early (pruned).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import models, tracking
+from .config import PROJECT_ROOT, SEED, Profile, get_profile
+from .data import load_fashion_mnist
+
+TUNED_MODEL = "cnn-tuning"
+# How much each trial trains, per profile: a search needs many short runs, not a few long ones.
+BUDGETS = {"quick": {"train_size": 1000, "epochs": 2}, "full": {"train_size": 12000, "epochs": 6}}
+FILTERS = {"16-32": (16, 32), "32-64": (32, 64), "48-96": (48, 96)}
+# The course's own settings (chapter 4), tried first so the search starts from them.
+DEFAULTS = {
+    "learning_rate": 1e-3,
+    "batch_size": 128,
+    "filters": "32-64",
+    "conv_dropout": 0.25,
+    "dense_dropout": 0.5,
+}
+
+
+def storage_url() -> str:
+    return os.environ.get("FMNIST_OPTUNA_STORAGE") or f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
+
+
+def suggest(trial) -> dict:
+    """The search space: learning rate, batch size, filters and both dropout rates."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 3e-4, 5e-3, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
+        "filters": trial.suggest_categorical("filters", list(FILTERS)),
+        "conv_dropout": trial.suggest_float("conv_dropout", 0.0, 0.5),
+        "dense_dropout": trial.suggest_float("dense_dropout", 0.0, 0.6),
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every trial of a study trains on, stored with the study so all workers agree."""
+
+    profile: str
+    train_size: int
+    epochs: int
+    mlflow_run_id: str
+
+
+def _storage(url: str | None):
+    import optuna
+
+    # Several workers may start at once: wait for the database rather than fail on a lock.
+    kwargs = {"connect_args": {"timeout": 60}} if (url or "").startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url or storage_url(), engine_kwargs=kwargs)
+
+
+def create_study(name: str, profile: Profile | None = None, storage: str | None = None):
+    """The study ``name``: created (with its MLflow run) if it does not exist yet, else
+    loaded as it is. Create it once, then start the workers."""
+    import mlflow
+    import optuna
+
+    profile = profile or get_profile()
+    study = optuna.create_study(
+        study_name=name,
+        storage=_storage(storage or storage_url()),
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=SEED),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        load_if_exists=True,
+    )
+    if "settings" not in study.user_attrs:
+        budget = BUDGETS.get(profile.name, BUDGETS["quick"])
+        tracking.use_experiment()
+        tags = {"model": TUNED_MODEL, "profile": profile.name, "optuna.study": name}
+        with mlflow.start_run(run_name=f"study {name}", tags=tags) as run:
+            mlflow.log_params({**budget, "storage": _redact(storage or storage_url())})
+        settings = Settings(profile.name, budget["train_size"], budget["epochs"], run.info.run_id)
+        study.set_user_attr("settings", settings.__dict__)
+        study.enqueue_trial(DEFAULTS)
+    return study
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, fit for a log."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@{rest.split('@', 1)[1]}"
+    return scheme + sep + rest
+
+
+def load_study(name: str, storage: str | None = None):
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=_storage(storage or storage_url()))
+    if "settings" not in study.user_attrs:
+        raise LookupError(f"Study {name!r} was not made by tuning.create_study.")
+    return study
+
+
+def _objective(settings: Settings, data):
+    import keras
+    import mlflow
+    import optuna
+
+    x_train, y_train = data.keras("train")
+    validation = data.keras("val")
+
+    def objective(trial) -> float:
+        params = suggest(trial)
+        tags = {
+            "model": TUNED_MODEL,
+            "profile": settings.profile,
+            "optuna.trial": str(trial.number),
+        }
+        with mlflow.start_run(
+            run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
+        ):
+            mlflow.log_params({**params, "epochs": settings.epochs, "train_size": len(y_train)})
+            keras.utils.set_random_seed(SEED + trial.number)
+            model = models.build_dropout_cnn(
+                FILTERS[params["filters"]],
+                conv_dropout=params["conv_dropout"],
+                dense_dropout=params["dense_dropout"],
+            )
+            steps = settings.epochs * -(-len(y_train) // params["batch_size"])
+            schedule = keras.optimizers.schedules.CosineDecay(params["learning_rate"], steps)
+            model.compile(
+                optimizer=keras.optimizers.Adam(schedule),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            best, pruned = 0.0, False
+            for epoch in range(settings.epochs):
+                history = model.fit(
+                    x_train, y_train, validation_data=validation, epochs=epoch + 1,
+                    initial_epoch=epoch, batch_size=params["batch_size"], verbose=0,
+                )  # fmt: skip
+                logs = {k: float(v[-1]) for k, v in history.history.items()}
+                mlflow.log_metrics(logs, step=epoch)
+                best = max(best, logs["val_accuracy"])
+                trial.report(logs["val_accuracy"], epoch)
+                if trial.should_prune():
+                    pruned = True
+                    break
+            mlflow.log_metric("best_val_accuracy", best)
+            mlflow.set_tag("optuna.state", "pruned" if pruned else "complete")
+        if pruned:  # outside the run: a pruned trial is a finished run, not a failed one
+            raise optuna.TrialPruned()
+        return best
+
+    return objective
+
+
+def run_trials(name: str, n_trials: int, storage: str | None = None):
+    """Run ``n_trials`` trials of the study ``name`` in this process (one worker)."""
+    import optuna
+
+    study = load_study(name, storage)
+    settings = Settings(**study.user_attrs["settings"])
+    data = load_fashion_mnist().subset(settings.train_size, None)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tracking.use_experiment()
+    study.optimize(_objective(settings, data), n_trials=n_trials)
+    return study
+
+
+def trials_table(study) -> pd.DataFrame:
+    """One row per trial: number, state, validation accuracy, duration and hyperparameters."""
+    rows = []
+    for trial in study.trials:
+        duration = (trial.datetime_complete - trial.datetime_start).total_seconds() if (
+            trial.datetime_complete and trial.datetime_start
+        ) else np.nan  # fmt: skip
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": trial.state.name.lower(),
+                "val accuracy": trial.value
+                if trial.value is not None
+                else max(trial.intermediate_values.values(), default=np.nan),
+                "epochs": len(trial.intermediate_values),
+                "seconds": duration,
+                **trial.params,
+            }
+        )
+    return pd.DataFrame(rows).set_index("trial")
+
+
+def importances(study) -> pd.Series:
+    """How much each hyperparameter mattered for validation accuracy (fANOVA, summing to 1)."""
+    import optuna
+
+    return pd.Series(optuna.importance.get_param_importances(study), name="importance")

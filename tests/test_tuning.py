@@ -1,0 +1,79 @@
+"""An Optuna study on shared storage: two worker processes, one study, every trial in MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from fmnist_lib import tracking, tuning
+from fmnist_lib.config import profile_named
+
+
+@pytest.fixture
+def stores(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("FMNIST_OPTUNA_STORAGE", f"sqlite:///{tmp_path / 'optuna.db'}")
+    return tmp_path
+
+
+def test_two_workers_share_one_study_and_log_every_trial(stores):
+    study = tuning.create_study("shared", profile_named("quick"))
+    settings = tuning.Settings(**study.user_attrs["settings"])
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fmnist_lib", "tune", "shared", "--trials", "1"],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+        assert out.startswith("study shared: ")
+
+    study = tuning.load_study("shared")
+    assert sorted(t.number for t in study.trials) == [0, 1]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)  # no pruning before 2 trials
+    assert study.trials[0].params == tuning.DEFAULTS  # the course's settings come first
+    table = tuning.trials_table(study)
+    assert table["epochs"].tolist() == [settings.epochs] * 2
+    assert table["val accuracy"].between(0.1, 1).all()
+
+    runs = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])
+    children = runs[runs["tags.mlflow.parentRunId"] == settings.mlflow_run_id]
+    assert sorted(children["tags.optuna.trial"]) == ["0", "1"]
+    assert (children["status"] == "FINISHED").all()
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    for _, run in children.iterrows():
+        history = client.get_metric_history(run["run_id"], "val_accuracy")
+        assert len(history) == settings.epochs
+        trial = study.trials[int(run["tags.optuna.trial"])]
+        assert run["metrics.best_val_accuracy"] == pytest.approx(trial.value)
+    parent = runs[runs["run_id"] == settings.mlflow_run_id].iloc[0]
+    assert parent["tags.model"] == tuning.TUNED_MODEL and "optuna.db" in parent["params.storage"]
+
+    # Creating it again loads it: no second MLflow run, no second enqueued default trial.
+    again = tuning.create_study("shared", profile_named("quick"))
+    assert again.user_attrs["settings"]["mlflow_run_id"] == settings.mlflow_run_id
+    assert len(again.trials) == 2
+
+
+def test_a_worker_without_a_study_is_told_to_create_it(stores):
+    result = subprocess.run(
+        [sys.executable, "-m", "fmnist_lib", "tune", "nothing"], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "--create" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_passwords_stay_out_of_the_logs():
+    url = "postgresql://course:s3cret@db.example.org/optuna"
+    assert tuning._redact(url) == "postgresql://course:***@db.example.org/optuna"
+    assert tuning._redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
