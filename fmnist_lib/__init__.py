@@ -7,6 +7,7 @@ per architecture), `training` (fit, evaluate and log any model), `evaluation` (s
 `preprocess` (any image to 28x28, as Fashion-MNIST was made), `custom_images` (drawn garments
 and product photos), `serving` (the pyfunc model the API serves), `predictions` (many images for
 the app: steps, errors one by one, the results table), `explain` (where a network looked),
+`tuning` (Optuna studies on shared storage), `ensemble` (soft voting, test-time augmentation),
 `processes` (server processes on 127.0.0.1), `plots` (figures shared by chapters and app).
 """
 

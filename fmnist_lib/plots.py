@@ -320,3 +320,34 @@ def saliency_maps(
     fig.suptitle(f"Where the model looked ({method}): brighter is stronger evidence", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def optimization_history(trials: pd.DataFrame) -> Figure:
+    """An Optuna study's trials in order (see `tuning.trials_table`): each trial's validation
+    accuracy (pruned ones hollow, at the epoch they stopped) and the best so far."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    done = trials["state"] == "complete"
+    pruned = trials["state"] == "pruned"
+    ax.plot(trials.index[done], trials["val accuracy"][done], "o", label="complete trial")
+    ax.plot(
+        trials.index[pruned], trials["val accuracy"][pruned], "o", mfc="none", label="pruned trial"
+    )
+    best = trials["val accuracy"].where(done).cummax()
+    ax.step(trials.index, best, where="post", color="C2", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def param_importances(importances: pd.Series) -> Figure:
+    """How much each hyperparameter mattered (`tuning.importances`), as horizontal bars."""
+    ordered = importances.sort_values()
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(ordered) + 1))
+    ax.barh(ordered.index, ordered.to_numpy())
+    ax.set_xlabel("share of the variation in validation accuracy")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

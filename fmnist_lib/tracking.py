@@ -202,3 +202,28 @@ def per_class_table(runs: pd.DataFrame, class_names: tuple[str, ...]) -> pd.Data
     table = runs[columns].T
     table.index = pd.Index(class_names, name="class")
     return table
+
+
+def log_table(name: str, profile: str, table: pd.DataFrame) -> str:
+    """Record a chapter's results table as a run of its own (tagged ``model=name``), so that a
+    later chapter reads the figures from MLflow instead of retyping them. Returns the run id."""
+    import mlflow
+
+    use_experiment()
+    with mlflow.start_run(run_name=name, tags={"model": name, "profile": profile}) as run:
+        mlflow.log_table(table.reset_index(), "table.json")
+    return run.info.run_id
+
+
+def load_table(name: str, profile: str) -> pd.DataFrame:
+    """The newest table recorded by `log_table` under ``name`` for ``profile``."""
+    import mlflow
+
+    runs = find_runs(profile, name)
+    if runs.empty:
+        raise MissingRunError(
+            f"No {name!r} table for the {profile!r} profile in {tracking_uri()}: "
+            "run the chapter that records it first."
+        )
+    table = mlflow.load_table("table.json", run_ids=[runs["run_id"].iloc[0]])
+    return table.drop(columns=["run_id"], errors="ignore").set_index(table.columns[0])
