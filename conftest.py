@@ -19,13 +19,15 @@ _MPLBACKEND = None
 
 
 def pytest_configure(config):
-    """Under pytest, tests and chapters log to a throwaway MLflow store, never to the
-    project's mlflow.db, unless MLFLOW_TRACKING_URI says otherwise."""
+    """Under pytest, tests and chapters log to a throwaway MLflow store (and Optuna storage),
+    never to the project's mlflow.db, unless MLFLOW_TRACKING_URI says otherwise."""
     global _SCRATCH_STORE, _MPLBACKEND
     _MPLBACKEND = os.environ.get("MPLBACKEND")
     if "MLFLOW_TRACKING_URI" not in os.environ:
         _SCRATCH_STORE = tempfile.mkdtemp(prefix="fmnist-test-mlflow-")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SCRATCH_STORE}/mlflow.db"
+        # Chapter 7's Optuna study too: never the project's optuna.db.
+        os.environ.setdefault("FMNIST_OPTUNA_STORAGE", f"sqlite:///{_SCRATCH_STORE}/optuna.db")
 
 
 def pytest_collection_finish(session):

@@ -276,6 +276,7 @@ def _reload(spec, run, model_uri, params, data) -> TrainingResult:
     classifier = serving.load(model_uri)
     x_test, y_test = data.split("test")
     proba = classifier.predict_proba(x_test)
+    proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows, summed in float64
     # An SVM's vote shares are not probabilities: no log-loss for it, as when it was trained.
     kept = proba if classifier.has_probabilities else None
     evaluation = evaluate(y_test, proba.argmax(axis=1), data.class_names, kept)

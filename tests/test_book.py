@@ -114,3 +114,19 @@ def test_custom_images_chapter_shows_computed_numbers(built_book):
     assert re.search(r"Negating alone takes the photos from \d+\.\d% to \d+\.\d%", text)
     assert re.search(r"converted photos are -?\d+\.\d points behind", text)
     assert "Failed to format" not in text and "Traceback" not in text
+
+
+def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
+    improve = page_text(built_book, "07_improve")
+    assert re.search(
+        r"moves the test accuracy from \d+\.\d\d% to \d+\.\d\d% \([+-]\d+\.\d\d points\)", improve
+    )
+    assert re.search(r"The best single model, [\w ,+()-]+, reaches \d+\.\d\d%", improve)
+    assert re.search(r"the course's settings reach \d+\.\d\d% validation accuracy", improve)
+    questions = page_text(built_book, "09_questions")
+    assert re.search(r"\d+ finished runs of \d+ kinds, and \d+ registered models", questions)
+    assert re.search(
+        r"squeezed naively to 28x28 is classified right \d+\.\d% of the time", questions
+    )
+    for text in (improve, questions):
+        assert "Failed to format" not in text and "Traceback" not in text
