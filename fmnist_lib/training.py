@@ -133,18 +133,24 @@ def learning_rate_schedule(params: dict, n_images: int):
     return learning_rate
 
 
-def _fit_keras(spec, params, data, verbose):
+def compile_keras(model, params: dict, n_images: int) -> None:
+    """Compile a course network for training on ``n_images`` images: Adam with the learning
+    rate `learning_rate_schedule` gives, cross-entropy on class ids, accuracy reported."""
     import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(params, n_images)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def _fit_keras(spec, params, data, verbose):
 
     build = {k: v for k, v in params.items() if k not in _FIT_PARAMS}
     model = spec.builder(**build)
     x, y = data.keras("train")
-    learning_rate = learning_rate_schedule(params, len(x))
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_keras(model, params, len(x))
     history = model.fit(
         x,
         y,

@@ -22,6 +22,7 @@ import pandas as pd
 from . import models, tracking
 from .config import PROJECT_ROOT, SEED, Profile, get_profile
 from .data import load_fashion_mnist
+from .training import compile_keras
 
 TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
@@ -140,13 +141,8 @@ def _objective(settings: Settings, data):
                 conv_dropout=params["conv_dropout"],
                 dense_dropout=params["dense_dropout"],
             )
-            steps = settings.epochs * -(-len(y_train) // params["batch_size"])
-            schedule = keras.optimizers.schedules.CosineDecay(params["learning_rate"], steps)
-            model.compile(
-                optimizer=keras.optimizers.Adam(schedule),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+            fit = {**params, "epochs": settings.epochs, "schedule": "cosine"}
+            compile_keras(model, fit, len(y_train))
             best, pruned = 0.0, False
             for epoch in range(settings.epochs):
                 history = model.fit(
