@@ -41,14 +41,6 @@ def _median_ms(function, repeats: int) -> tuple[float, float]:
     return statistics.median(times), times[int(0.9 * (len(times) - 1))]
 
 
-def _jpeg(picture) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def warm(repeats: int, model) -> list[tuple[str, float, float]]:
     import numpy as np
 
@@ -60,7 +52,7 @@ def warm(repeats: int, model) -> list[tuple[str, float, float]]:
     photo = custom_images.render_product_photo(images[0], np.random.default_rng(0))
     inputs = {
         "28x28 PNG": preprocess.encode_png(images[0]),
-        f"{photo.width}x{photo.height} JPEG photo": _jpeg(photo),
+        f"{photo.width}x{photo.height} JPEG photo": custom_images.encode(photo, "JPEG"),
     }
     rows = []
     for name, data in inputs.items():

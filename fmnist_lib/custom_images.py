@@ -153,7 +153,8 @@ class CustomImage:
 LABELS_FILE = "labels.csv"
 
 
-def _encode(image: Image.Image, fmt: str) -> bytes:
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """A picture as the file bytes `generate` writes: JPEG (quality 90) or PNG."""
     buffer = io.BytesIO()
     if fmt == "JPEG":
         image.save(buffer, format="JPEG", quality=90)
@@ -178,14 +179,14 @@ def generate(
         for class_id, name in enumerate(CLASS_NAMES):
             fmt = "PNG" if (k + class_id) % 2 else "JPEG"
             stem = f"drawn_{class_id}_{k:03d}.{'png' if fmt == 'PNG' else 'jpg'}"
-            data = _encode(draw_garment(class_id, rng), fmt)
+            data = encode(draw_garment(class_id, rng), fmt)
             items.append((CustomImage(stem, class_id, name, "drawn", -1), data))
     picks = np.linspace(0, len(test_images) - 1, num=photos, dtype=int) if photos else []
     for k, index in enumerate(picks):
         fmt = "JPEG" if k % 2 == 0 else "PNG"
         label = int(test_labels[index])
         stem = f"photo_{int(index):05d}.{'jpg' if fmt == 'JPEG' else 'png'}"
-        data = _encode(render_product_photo(test_images[index], rng), fmt)
+        data = encode(render_product_photo(test_images[index], rng), fmt)
         items.append((CustomImage(stem, label, CLASS_NAMES[label], "photo", int(index)), data))
     for item, data in items:
         _write_atomic(folder / item.file, data)
