@@ -66,9 +66,34 @@ class Settings:
 def _storage(url: str | None):
     import optuna
 
+    url = url or storage_url()
+    if not url.startswith("sqlite"):
+        return optuna.storages.RDBStorage(url)
     # Several workers may start at once: wait for the database rather than fail on a lock.
-    kwargs = {"connect_args": {"timeout": 60}} if (url or "").startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url or storage_url(), engine_kwargs=kwargs)
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    _begin_immediate(storage.engine)
+    return storage
+
+
+def _begin_immediate(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Optuna hands a queued trial to one worker by reading it as WAITING and then marking it
+    RUNNING, under ``SELECT ... FOR UPDATE``. SQLite ignores that lock, so two workers could
+    both read WAITING and run the same trial (the second then fails on "Cannot tell a COMPLETE
+    trial"). PostgreSQL and MySQL honour the lock and need nothing.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna set up the schema lack the hooks
 
 
 def create_study(name: str, profile: Profile | None = None, storage: str | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import mlflow
 import pytest
@@ -63,6 +64,41 @@ def test_two_workers_share_one_study_and_log_every_trial(stores):
     again = tuning.create_study("shared", profile_named("quick"))
     assert again.user_attrs["settings"]["mlflow_run_id"] == settings.mlflow_run_id
     assert len(again.trials) == 2
+
+
+# Each worker waits for a common start time, then asks for trials as fast as it can.
+_ASKER = """
+import sys, time, optuna
+from fmnist_lib import tuning
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name="queue", storage=tuning._storage(sys.argv[1]))
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(" ".join(str(study.ask().number) for _ in range(8)))
+"""
+
+
+def test_workers_racing_for_queued_trials_never_get_the_same_one(tmp_path):
+    # SQLite ignores SELECT ... FOR UPDATE: without BEGIN IMMEDIATE, 4 workers popping 24
+    # queued trials got duplicates on every try here (and CI failed on the two-worker test).
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=tuning._storage(url))
+    for x in range(24):
+        study.enqueue_trial({"x": float(x)})
+    start = time.time() + 5  # after every worker has imported Optuna
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ASKER, url, str(start)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    numbers = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0
+        numbers += [int(n) for n in out.split()]
+    assert sorted(numbers) == list(range(32))  # 24 queued ones once each, then 8 new ones
 
 
 def test_a_worker_without_a_study_is_told_to_create_it(stores):
