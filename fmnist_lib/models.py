@@ -232,6 +232,21 @@ def build_bn_cnn(
     return Sequential(stack, name="bn_cnn")
 
 
+def inference_network(model):
+    """``model`` without the layers that act only in training (augmentation, dropout), sharing
+    its weights: the same predictions, and a graph that exporters such as ONNX can convert."""
+    from keras import Input, Sequential, layers
+
+    if not isinstance(model, Sequential):
+        return model
+    training_only = (
+        layers.Dropout, layers.RandomTranslation, layers.RandomFlip, layers.RandomZoom,
+        layers.RandomRotation, layers.RandomErasing,
+    )  # fmt: skip
+    kept = [layer for layer in model.layers if not isinstance(layer, training_only)]
+    return Sequential([Input(shape=model.input_shape[1:]), *kept], name=f"{model.name}_inference")
+
+
 def parameter_table(model):
     """A Keras model's layers with their output shapes and trainable parameter counts."""
     import pandas as pd

@@ -145,21 +145,41 @@ def compile_keras(model, params: dict, n_images: int) -> None:
     )
 
 
-def _fit_keras(spec, params, data, verbose):
+def keras_batches(x, y, batch_size: int, shuffle: bool = True, seed: int = SEED):
+    """Images and labels as a `tf.data` pipeline of batches, reshuffled every epoch.
 
-    build = {k: v for k, v in params.items() if k not in _FIT_PARAMS}
-    model = spec.builder(**build)
+    Keras can take the NumPy arrays themselves, but then it slices and converts them batch by
+    batch in Python: on 2 CPU cores this pipeline makes an epoch of the dropout CNN about a
+    quarter shorter (``python -m fmnist_lib.bench`` measures both)."""
+    import tensorflow as tf
+
+    batches = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        batches = batches.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_keras(model, params: dict, data: FashionMNIST, epochs=None, callbacks=(), verbose=0):
+    """Compile ``model`` (see `compile_keras`) and train it on ``data``'s training set with
+    ``params``' batch size, validating on its validation set after every epoch. Returns the
+    Keras history. ``epochs`` (default ``params["epochs"]``) can stop early, e.g. to time one
+    epoch; the learning-rate schedule still spans ``params["epochs"]``."""
     x, y = data.keras("train")
     compile_keras(model, params, len(x))
-    history = model.fit(
-        x,
-        y,
-        validation_data=data.keras("val"),
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        callbacks=[tracking.epoch_logger()],
+    return model.fit(
+        keras_batches(x, y, params["batch_size"]),
+        validation_data=keras_batches(*data.keras("val"), 1024, shuffle=False),
+        epochs=params["epochs"] if epochs is None else epochs,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=list(callbacks),
         verbose=verbose,
     )
+
+
+def _fit_keras(spec, params, data, verbose):
+    build = {k: v for k, v in params.items() if k not in _FIT_PARAMS}
+    model = spec.builder(**build)
+    history = fit_keras(model, params, data, callbacks=[tracking.epoch_logger()], verbose=verbose)
     return model, pd.DataFrame(history.history)
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from . import models, tracking
 from .config import PROJECT_ROOT, SEED, Profile, get_profile
 from .data import load_fashion_mnist
-from .training import compile_keras
+from .training import compile_keras, keras_batches
 
 TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
@@ -147,7 +147,7 @@ def _objective(settings: Settings, data):
     import optuna
 
     x_train, y_train = data.keras("train")
-    validation = data.keras("val")
+    validation = keras_batches(*data.keras("val"), 1024, shuffle=False)
 
     def objective(trial) -> float:
         params = suggest(trial)
@@ -160,7 +160,7 @@ def _objective(settings: Settings, data):
             run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
         ):
             mlflow.log_params({**params, "epochs": settings.epochs, "train_size": len(y_train)})
-            keras.utils.set_random_seed(SEED + trial.number)
+            keras.utils.set_random_seed(SEED + trial.number)  # each trial its own draw
             model = models.build_dropout_cnn(
                 FILTERS[params["filters"]],
                 conv_dropout=params["conv_dropout"],
@@ -168,11 +168,13 @@ def _objective(settings: Settings, data):
             )
             fit = {**params, "epochs": settings.epochs, "schedule": "cosine"}
             compile_keras(model, fit, len(y_train))
+            seed = SEED + trial.number
+            batches = keras_batches(x_train, y_train, params["batch_size"], seed=seed)
             best, pruned = 0.0, False
             for epoch in range(settings.epochs):
                 history = model.fit(
-                    x_train, y_train, validation_data=validation, epochs=epoch + 1,
-                    initial_epoch=epoch, batch_size=params["batch_size"], verbose=0,
+                    batches, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
+                    shuffle=False, verbose=0,
                 )  # fmt: skip
                 logs = {k: float(v[-1]) for k, v in history.history.items()}
                 mlflow.log_metrics(logs, step=epoch)

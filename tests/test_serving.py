@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -13,7 +15,7 @@ from fmnist_lib import preprocess, serving
 from fmnist_lib.config import Profile
 from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
 from fmnist_lib.preprocess import ImageError
-from fmnist_lib.training import train
+from fmnist_lib.training import MODELS, train
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 
@@ -93,3 +95,42 @@ def test_a_big_batch_is_classified_in_chunks(trained):
     proba = classifier.predict_proba(images)
     assert proba.shape == (4500, 10)
     np.testing.assert_allclose(proba[:1500], np.repeat(proba[:1], 1500, axis=0), atol=1e-6)
+
+
+def test_keras_artifacts_are_served_through_onnx(trained, test_images):
+    classifier = serving.load(trained["cnn"].model_uri)
+    assert classifier.backend == "onnxruntime"
+    images, _ = test_images
+    expected = trained["cnn"].model.predict(images[..., None] / np.float32(255), verbose=0)
+    np.testing.assert_allclose(classifier.predict_proba(images), expected, atol=1e-5)
+    assert classifier.model.count_params() == trained["cnn"].model.count_params()  # on demand
+
+
+@pytest.mark.parametrize("name", [n for n, spec in MODELS.items() if spec.family == "keras"])
+def test_every_course_network_exports_to_onnx_with_the_same_outputs(name, tmp_path, test_images):
+    import keras
+
+    spec = MODELS[name]
+    keras.utils.set_random_seed(0)
+    model = spec.builder(**spec.build_params)
+    images, _ = test_images
+    path = serving.export_onnx(model, tmp_path, images)  # None (and a warning) if it differs
+    assert path is not None and path.stat().st_size > 0
+    session = serving.onnx_session(path)
+    x = images[..., None] / np.float32(255)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=serving.ONNX_TOLERANCE)
+
+
+def test_serving_through_onnx_never_imports_tensorflow(trained, sample_png):
+    # What makes `mlflow models serve` start in seconds: onnxruntime imports in a tenth of one.
+    script = (
+        "import sys, mlflow.pyfunc\n"
+        f"model = mlflow.pyfunc.load_model({trained['cnn'].model_uri!r})\n"
+        f"out = model.predict({{'image': [{sample_png!r}]}})\n"
+        "print(out['class_name'][0], 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, tensorflow, keras = result.stdout.split("\n")[-2].rsplit(" ", 2)
+    assert name in CLASS_NAMES and (tensorflow, keras) == ("False", "False")
