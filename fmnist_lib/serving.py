@@ -373,16 +373,23 @@ def load(model_uri: str, check_requirements: bool = True) -> Classifier:
 def api_server(model_uri: str, port: int | None = None, log: Path | None = None):
     """Run ``mlflow models serve`` on ``model_uri`` at 127.0.0.1 for the length of a ``with``
     block; yields its base URL once it answers. The same store as the library's is used; the
-    server's output goes to ``log`` (a temporary file by default)."""
+    server's output goes to ``log`` (a temporary file by default).
+
+    The model's files are fetched here first and the server started on that folder: it then
+    starts about a second sooner, as it no longer opens the store itself."""
     from . import tracking
     from .processes import BIN, env_with, free_port, running
 
     port = port or free_port()
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     env = env_with(MLFLOW_TRACKING_URI=tracking.tracking_uri())
     with tempfile.TemporaryDirectory() as folder:
+        import mlflow.artifacts
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        local = mlflow.artifacts.download_artifacts(model_uri, dst_path=f"{folder}/model")
+        command = [str(BIN / "mlflow"), "models", "serve", "-m", local, "--env-manager", "local"]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
         log = log or Path(folder) / "serve.log"
         with running(command, f"{url}/ping", log, env=env):
             yield url

@@ -1,0 +1,672 @@
+"""How fast the course, its models and the served artifact are on this machine.
+
+    python -m fmnist_lib.bench [--sections training,inference,api,course] [--json PATH]
+                               [--model URI] [--course-profile quick|full] [--smoke]
+
+Prints one table (measure, value, target, met) and writes it as JSON (default
+``benchmarks/results.json``) with the machine, the versions and the commit, so that runs on one
+machine can be compared. Where a target is missed, the rows around it show where the time goes.
+``--smoke`` runs every section on a few images, for the tests: its figures mean nothing.
+
+Timings vary from run to run (up to 2x on a shared 2-core machine): compare figures from one
+run, or from runs on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import PROJECT_ROOT, SEED, profile_named
+
+SECTIONS = ("training", "inference", "api", "course")
+DEFAULT_JSON = PROJECT_ROOT / "benchmarks" / "results.json"
+BOOK = PROJECT_ROOT / "book"
+
+
+@dataclass
+class Row:
+    section: str
+    measure: str
+    value: float
+    unit: str
+    target: str = ""  # e.g. "<= 8"
+    met: bool | None = None
+    note: str = ""
+
+
+class Report:
+    def __init__(self):
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+
+    def add(self, section, measure, value, unit, target=None, note="") -> Row:
+        """A figure; ``target`` is ("<=" or ">=", limit) in the figure's unit."""
+        met, text = None, ""
+        if target is not None:
+            op, limit = target
+            met = bool(value <= limit if op == "<=" else value >= limit)
+            text = f"{op} {limit:g}"
+        row = Row(section, measure, float(value), unit, text, met, note)
+        self.rows.append(row)
+        print(f"  {measure:<68} {_fmt(value):>9} {unit:<8} {text:<8} {_verdict(met)}", flush=True)
+        return row
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {text}", flush=True)
+
+    def markdown(self) -> str:
+        lines = ["| section | measure | value | unit | target | |", "|---|---|---:|---|---|---|"]
+        for r in self.rows:
+            lines.append(
+                f"| {r.section} | {r.measure} | {_fmt(r.value)} | {r.unit} | {r.target} "
+                f"| {_verdict(r.met)} |"
+            )
+        return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: ""}[met]
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds."""
+    ms = np.asarray(seconds) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    """Cores, clock, vector width, memory and versions: what the figures depend on."""
+    info = {"python": platform.python_version(), "platform": platform.platform()}
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)$", cpuinfo, re.M)
+    flags = set((re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M) or [None, ""])[1].split())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    info.update(
+        cpu=name[1].strip() if name else platform.processor(),
+        cores=cores,
+        clock_ghz=float(mhz[1]) / 1000 if mhz else float("nan"),
+        fp32_lanes=lanes,
+        fma="fma" in flags,
+        bf16="avx512_bf16" in flags,
+    )
+    try:
+        import psutil
+
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    from importlib.metadata import version
+
+    info["versions"] = {n: version(n) for n in ("tensorflow-cpu", "keras", "onnxruntime", "mlflow")}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        info["commit"] = commit
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def peak_flops(info: dict) -> tuple[float, str]:
+    """FP32 peak of the machine and the assumptions behind it."""
+    units = 2  # FMA units per core: true of recent x86 server cores
+    peak = info["cores"] * info["clock_ghz"] * 1e9 * info["fp32_lanes"] * 2 * units
+    why = (
+        f"{info['cores']} cores x {info['clock_ghz']:.2f} GHz x {info['fp32_lanes']} FP32 lanes "
+        f"x 2 (FMA) x {units} FMA units = {peak / 1e9:.0f} GFLOP/s; a core that issues 512-bit "
+        "FMAs as two halves (AMD Zen 4) has half that"
+    )
+    return peak, why
+
+
+def forward_flops(model) -> int:
+    """Multiply-adds x 2 of the convolutions and dense layers for one image (the rest of the
+    network is a few percent)."""
+    from keras import layers
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            _, h, w, _ = layer.output.shape
+            total += 2 * kh * kw * cin * cout * h * w
+        elif isinstance(layer, layers.Dense):
+            cin, cout = layer.kernel.shape
+            total += 2 * cin * cout
+    return int(total)
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def _epoch_timer():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def _keras_epoch(spec, params, data, path: str):
+    """Seconds of the second epoch (the first one also traces the graphs) on one path:
+    'plain' is model.fit on NumPy arrays as tutorials write it; 'library' is the course's
+    `training.fit_keras`; 'library, bfloat16' the same in mixed precision."""
+    import keras
+
+    from .training import _FIT_PARAMS, fit_keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bfloat16" in path else "float32")
+    try:
+        keras.utils.set_random_seed(SEED)
+        model = spec.builder(**{k: v for k, v in params.items() if k not in _FIT_PARAMS})
+        timer = _epoch_timer()
+        if path == "plain":
+            model.compile(
+                optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+            )
+            x, y = data.keras("train")
+            model.fit(
+                x,
+                y,
+                batch_size=params["batch_size"],
+                epochs=2,
+                validation_data=data.keras("val"),
+                callbacks=[timer],
+                verbose=0,
+            )
+        else:
+            fit_keras(model, params, data, epochs=2, callbacks=[timer])
+        return timer.seconds[-1], model
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def bench_training(report: Report, info: dict, smoke: bool, families: list[str]) -> None:
+    from . import tracking
+    from .data import load_fashion_mnist
+    from .training import MODELS
+
+    full = profile_named("full")
+    data = load_fashion_mnist().for_profile(full)
+    if smoke:
+        data = data.subset(1000, 200)
+    n = len(data.y_train)
+    print(f"Training: {n:,} images, one epoch after a first one that traces the graphs")
+    peak, why = peak_flops(info)
+    for name in families:
+        spec = MODELS[name]
+        if spec.family == "keras":
+            params = spec.default_params(full)
+            paths = ["plain", "library"] + (["library, bfloat16"] if name == "cnn" else [])
+            seconds = {}
+            for path in paths:
+                seconds[path], model = _keras_epoch(spec, params, data, path)
+                target = ("<=", 8.0) if (name == "cnn" and path == "library") else None
+                report.add(
+                    "training",
+                    f"{name}: {path}, seconds per epoch",
+                    seconds[path],
+                    "s",
+                    target=target if not smoke else None,
+                )
+                report.add("training", f"{name}: {path}, images/s", n / seconds[path], "img/s")
+                if name == "cnn":
+                    flops = 3 * forward_flops(model) * n / seconds[path]  # forward + backward
+                    report.add(
+                        "training",
+                        f"{name}: {path}, share of FP32 peak",
+                        100 * flops / peak,
+                        "%",
+                        note=f"{flops / 1e9:.1f} GFLOP/s",
+                    )
+            report.add(
+                "training",
+                f"{name}: library speed-up over plain model.fit",
+                seconds["plain"] / seconds["library"],
+                "x",
+                target=None if smoke else (">=", 1.0),
+            )
+            if name == "cnn":
+                report.note(f"peak: {why}")
+                report.note(
+                    f"cnn: {forward_flops(model) / 1e6:.1f} MFLOP per image forward, x3 for a "
+                    "training step (forward, gradients of activations and of weights)"
+                )
+        else:
+            model = spec.builder(**spec.build_params, seed=SEED)
+            x, y = data.sklearn("train")
+            start = time.perf_counter()
+            model.fit(x, y)
+            seconds = time.perf_counter() - start
+            report.add("training", f"{name}: fit on the training set", seconds, "s")
+            report.add("training", f"{name}: images/s", n / seconds, "img/s")
+    skipped = [m for m in MODELS if m not in families and m in ("svm", "svm-hog", "rf")]
+    if skipped and not smoke:
+        runs = tracking.find_runs("full", variant="default")
+        for name in skipped:
+            fits = runs.loc[runs["tags.model"] == name, "metrics.fit_time_s"].dropna()
+            if len(fits):
+                report.add(
+                    "training",
+                    f"{name}: fit (newest full-profile MLflow run)",
+                    float(fits.iloc[0]),
+                    "s",
+                    note="recorded, not measured here",
+                )
+
+
+# --- inference -----------------------------------------------------------------------------
+
+
+def _timed(call: Callable, repeats: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
+    import mlflow.pyfunc
+
+    from . import preprocess, serving
+    from .data import load_test_set
+
+    images = load_test_set()[0]
+    pngs = [preprocess.encode_png(image) for image in images]
+    classifier = serving.load(model_uri, check_requirements=False)
+    print(f"Inference: {model_uri} through {classifier.backend}")
+    repeats = 30 if smoke else 3000
+
+    decode, model, total = [], [], []
+    for i in range(repeats + 20):
+        png = pngs[i % len(pngs)]
+        start = time.perf_counter()
+        image = preprocess.prepare(png)
+        middle = time.perf_counter()
+        classifier.predict_proba(image[np.newaxis])
+        end = time.perf_counter()
+        if i >= 20:  # warm-up
+            decode.append(middle - start)
+            model.append(end - middle)
+            total.append(end - start)
+    single = {"decode + preprocess": decode, "model": model, "total": total}
+    targets = {"total": 2.0, "model": 0.5}
+    for part, seconds in single.items():
+        p50, p99 = percentiles(seconds)
+        target = None if smoke or part not in targets else ("<=", targets[part])
+        report.add("inference", f"one 28x28 PNG, {part}: p50", p50, "ms", target)
+        report.add("inference", f"one 28x28 PNG, {part}: p99", p99, "ms")
+    p50, _ = percentiles(_timed(lambda: classifier.classify([pngs[0]]), repeats // 3))
+    report.add("inference", "one PNG through classify() (with its output table): p50", p50, "ms")
+    pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+    frame = serving.images_frame([base64.b64encode(pngs[0]).decode()])
+    p50, _ = percentiles(_timed(lambda: pyfunc.predict(frame), repeats // 3))
+    report.add(
+        "inference",
+        "one base64 PNG through mlflow.pyfunc predict(): p50",
+        p50,
+        "ms",
+        note="adds MLflow's schema check",
+    )
+
+    sizes = (100, 1000) if smoke else (1000, 10_000)
+    classifier.classify(pngs[:100])  # the first batch of a new size sets up its buffers
+    for size in sizes:
+        start = time.perf_counter()
+        classifier.predict_proba(images[:size])
+        report.add(
+            "inference",
+            f"batch of {size:,} arrays, model: images/s",
+            size / (time.perf_counter() - start),
+            "img/s",
+        )
+        start = time.perf_counter()
+        classifier.classify(pngs[:size])
+        report.add(
+            "inference",
+            f"batch of {size:,} PNGs, bytes to probabilities: images/s",
+            size / (time.perf_counter() - start),
+            "img/s",
+        )
+
+    if classifier.family == "keras":
+        network = classifier.model  # loads Keras (and TensorFlow) now, not before
+        x = images[:1, ..., np.newaxis] / np.float32(255)
+        through_tf = serving.Classifier.from_model(network, "keras")
+        p50, p99 = percentiles(_timed(lambda: through_tf.predict_proba(images[:1]), repeats // 3))
+        report.add("inference", "one image, model through a TensorFlow tf.function: p50", p50, "ms")
+        naive = _timed(lambda: network.predict(x, verbose=0), 10 if smoke else 200, warmup=5)
+        p50, p99 = percentiles(naive)
+        report.add("inference", "one image, naive Keras model.predict: p50", p50, "ms")
+        report.add("inference", "one image, naive Keras model.predict: p99", p99, "ms")
+        x = images[: sizes[-1], ..., np.newaxis] / np.float32(255)
+        start = time.perf_counter()
+        network.predict(x, batch_size=1024, verbose=0)
+        report.add(
+            "inference",
+            f"batch of {sizes[-1]:,}, naive Keras model.predict: images/s",
+            sizes[-1] / (time.perf_counter() - start),
+            "img/s",
+        )
+
+
+# --- the REST API --------------------------------------------------------------------------
+
+
+def _load(url: str, body: bytes, clients: int, requests: int, seconds: float):
+    """``clients`` threads, each with its own keep-alive connection, posting ``body`` until
+    ``requests`` answers in all or ``seconds`` have passed. Returns (latencies, errors,
+    elapsed)."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies, errors, lock = [], [], threading.Lock()
+    deadline = time.perf_counter() + seconds
+    remaining = [requests]
+
+    def client():
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        headers = {"Content-Type": "application/json"}
+        while True:
+            with lock:
+                if remaining[0] <= 0 or time.perf_counter() > deadline:
+                    break
+                remaining[0] -= 1
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/invocations", body, headers)
+                response = connection.getresponse()
+                answer = response.read()
+                ok = response.status == 200 and b"class_name" in answer
+            except (OSError, http.client.HTTPException) as err:
+                ok, answer = False, repr(err).encode()
+                connection.close()
+                connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            with lock:
+                (latencies if ok else errors).append(
+                    time.perf_counter() - start if ok else answer[:200]
+                )
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.perf_counter() - start
+
+
+def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
+    import urllib.request
+
+    import mlflow.pyfunc
+
+    from . import preprocess, serving
+    from .data import load_test_set
+
+    png = preprocess.encode_png(load_test_set()[0][0])
+    payload = {
+        "dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png).decode()]]}
+    }
+    body = json.dumps(payload).encode()
+    print(f"REST API: mlflow models serve -m {model_uri} on 127.0.0.1")
+    start = time.perf_counter()
+    with serving.api_server(model_uri) as url:
+        pinged = time.perf_counter() - start
+        request = urllib.request.Request(
+            f"{url}/invocations", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+        started = time.perf_counter() - start
+        report.add("api", "process start to /ping answering", pinged, "s")
+        report.add(
+            "api", "process start to first answer", started, "s", None if smoke else ("<=", 5.0)
+        )
+        report.note(
+            "the API's start-up: fetching the model's files, then MLflow's CLI and the uvicorn "
+            "server process, each importing MLflow (1.5 s here), then loading the model"
+        )
+        # What the model itself costs per request, to tell it from the server's share.
+        pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+        frame = serving.images_frame([payload["dataframe_split"]["data"][0][0]])
+        in_process, _ = percentiles(_timed(lambda: pyfunc.predict(frame), 50 if smoke else 500))
+        for clients in (1, 4, 16):
+            count, seconds = (20, 10.0) if smoke else (4000, 20.0)
+            latencies, errors, elapsed = _load(url, body, clients, count, seconds)
+            rate = len(latencies) / elapsed
+            p50, p99 = percentiles(latencies or [float("nan")])
+            target = None if smoke or clients != 4 else (">=", 300.0)
+            report.add("api", f"{clients} clients: requests/s", rate, "req/s", target)
+            report.add("api", f"{clients} clients: p50", p50, "ms")
+            report.add("api", f"{clients} clients: p99", p99, "ms")
+            report.add("api", f"{clients} clients: errors", len(errors), "", ("<=", 0))
+            if clients == 1:
+                report.add(
+                    "api", "1 client: p50 spent outside the model (HTTP, JSON, MLflow's server)",
+                    p50 - in_process, "ms", note=f"the model's pyfunc predict: {in_process:.2f} ms",
+                )  # fmt: skip
+            if errors:
+                report.note(f"{clients} clients, first error: {errors[0]!r}")
+
+
+# --- the course ----------------------------------------------------------------------------
+
+# Runs one chapter in a fresh kernel; prints its seconds and the kernel's peak memory.
+_CHAPTER_RUNNER = """
+import resource, sys, time
+import jupytext, nbclient
+notebook = jupytext.read(sys.argv[1])
+start = time.perf_counter()
+nbclient.NotebookClient(notebook, timeout=None, kernel_name="python3",
+                        resources={"metadata": {"path": sys.argv[2]}}).execute()
+seconds = time.perf_counter() - start
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel, once it ended
+print(f"BENCH {seconds} {peak_kib / 1024}")
+"""
+
+
+def chapters() -> list[Path]:
+    return sorted(BOOK.glob("[0-9][0-9]_*.md"))
+
+
+def bench_course(report: Report, profile: str, smoke: bool) -> None:
+    """Every chapter in order in a fresh kernel, on a scratch MLflow store, Optuna storage and
+    image folder (so that the project's own are left alone)."""
+    selected = chapters()[:1] if smoke else chapters()
+    print(f"Course: {len(selected)} chapters, {profile} profile, on a scratch store")
+    total, peak = 0.0, 0.0
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {
+            **os.environ,
+            "FMNIST_PROFILE": profile,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db",
+            "FMNIST_OPTUNA_STORAGE": f"sqlite:///{scratch}/optuna.db",
+            "FMNIST_GENERATED_DIR": f"{scratch}/generated_images",
+        }
+        for chapter in selected:
+            result = subprocess.run(
+                [sys.executable, "-c", _CHAPTER_RUNNER, str(chapter), str(BOOK)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            found = re.search(r"^BENCH ([\d.]+) ([\d.]+)$", result.stdout, re.M)
+            if result.returncode != 0 or not found:
+                report.note(f"{chapter.stem} failed: {result.stderr.strip()[-500:]}")
+                continue
+            seconds, memory = float(found[1]), float(found[2])
+            total, peak = total + seconds, max(peak, memory)
+            report.add(
+                "course",
+                f"{profile}: {chapter.stem}",
+                seconds,
+                "s",
+                note=f"peak memory {memory:,.0f} MiB",
+            )
+            report.add("course", f"{profile}: {chapter.stem}, peak memory", memory, "MiB")
+    limit = {"quick": 5 * 60, "full": 60 * 60}[profile]
+    report.add("course", f"{profile}: whole book", total, "s", None if smoke else ("<=", limit))
+    report.add("course", f"{profile}: peak memory of any chapter", peak, "MiB")
+
+
+def last_build(report: Report) -> None:
+    """The execution time of each chapter in the newest `./course book` (full profile), from
+    the build's cache: a chapter that reused MLflow runs there shows its reuse time."""
+    import sqlite3
+
+    cache = PROJECT_ROOT / "_build" / ".jupyter_cache" / "global.db"
+    if not cache.exists():
+        return
+    with sqlite3.connect(cache) as db:
+        rows = db.execute("SELECT uri, data, created FROM nbcache ORDER BY created").fetchall()
+    newest = {Path(uri).stem: (json.loads(data), created) for uri, data, created in rows}
+    for stem, (data, created) in sorted(newest.items()):
+        if "execution_seconds" in data:
+            report.add(
+                "course",
+                f"last full build: {stem}",
+                data["execution_seconds"],
+                "s",
+                note=f"executed {created[:16]}",
+            )
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def write_json(path: Path, report: Report, info: dict, args) -> None:
+    """Written whole or not at all: a temporary file, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": "python -m fmnist_lib.bench " + " ".join(args),
+        "machine": info,
+        "rows": [asdict(row) for row in report.rows],
+        "notes": report.notes,
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document, indent=1, allow_nan=True))
+    temporary.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m fmnist_lib.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, among {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--model", help="model URI (default: models:/fashion-mnist@champion)")
+    parser.add_argument(
+        "--families",
+        default="dense,cnn,rf,svm",
+        help="models whose training is timed (svm-hog takes ~11 min: its newest "
+        "full-profile run's fit time is shown instead)",
+    )
+    parser.add_argument(
+        "--course-profile",
+        default="quick",
+        choices=["quick", "full"],
+        help="the profile the chapters run in (full: over an hour here)",
+    )
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write it")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to test the script")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}: choose among {', '.join(SECTIONS)}")
+
+    from . import registry
+
+    model_uri = args.model or registry.CHAMPION_URI
+    if {"inference", "api"} & set(sections) and not args.model:
+        try:
+            registry.champion()
+        except registry.NoModelError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    info = machine()
+    smoke = " (smoke run: the figures mean nothing)" if args.smoke else ""
+    print(
+        f"Machine: {info['cpu']}, {info['cores']} cores at {info['clock_ghz']:.2f} GHz, "
+        f"commit {info.get('commit', '?')}{smoke}"
+    )
+    report = Report()
+    if "training" in sections:
+        families = [f.strip() for f in args.families.split(",") if f.strip()]
+        bench_training(report, info, args.smoke, ["dense", "cnn"] if args.smoke else families)
+    if "inference" in sections:
+        bench_inference(report, model_uri, args.smoke)
+    if "api" in sections:
+        bench_api(report, model_uri, args.smoke)
+    if "course" in sections:
+        bench_course(report, args.course_profile, args.smoke)
+        if not args.smoke:
+            last_build(report)
+    write_json(args.json, report, info, argv)
+    print()
+    print(report.markdown())
+    missed = [r.measure for r in report.rows if r.met is False]
+    print(
+        f"\nTargets: {sum(r.met is True for r in report.rows)} met, {len(missed)} missed"
+        f"{': ' + '; '.join(missed) if missed else ''}. JSON: {args.json}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

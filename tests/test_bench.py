@@ -1,0 +1,63 @@
+"""The benchmark command runs every section and writes its table (a smoke run: speed is not
+asserted, only that each figure is there and sane)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from fmnist_lib import bench
+
+
+def test_a_smoke_run_measures_every_section_and_writes_json(app_store, tmp_path):
+    out = tmp_path / "results.json"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
+    result = subprocess.run(
+        [sys.executable, "-m", "fmnist_lib.bench", "--smoke", "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads(out.read_text())
+    rows = {row["measure"]: row for row in document["rows"]}
+    assert {row["section"] for row in document["rows"]} == set(bench.SECTIONS)
+    for measure in (
+        "cnn: plain, seconds per epoch",
+        "cnn: library, seconds per epoch",
+        "cnn: library, share of FP32 peak",
+        "one 28x28 PNG, decode + preprocess: p50",
+        "one 28x28 PNG, model: p50",
+        "one image, naive Keras model.predict: p50",
+        "process start to first answer",
+        "4 clients: requests/s",
+        "quick: 01_explore",
+    ):
+        assert 0 < rows[measure]["value"] < 1e7, measure
+    for clients in (1, 4, 16):
+        assert rows[f"{clients} clients: errors"]["value"] == 0
+        assert rows[f"{clients} clients: errors"]["met"] is True
+    assert 0 < rows["cnn: library, share of FP32 peak"]["value"] < 100
+    assert document["machine"]["cores"] >= 1 and "onnxruntime" in document["machine"]["versions"]
+    assert "| section | measure |" in result.stdout  # the table, as the README shows it
+    assert not list(tmp_path.glob(".*.tmp"))  # written whole
+
+
+def test_unknown_sections_and_a_missing_model_are_told_not_raised(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
+    run = [sys.executable, "-m", "fmnist_lib.bench", "--json", str(tmp_path / "r.json")]
+    result = subprocess.run([*run, "--sections", "speed"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and "unknown section" in result.stderr
+    result = subprocess.run([*run, "--sections", "api"], capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and "python -m fmnist_lib register" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_flops_of_a_network_come_from_its_layer_shapes():
+    from fmnist_lib import models
+
+    network = models.build_dropout_cnn(filters=(32, 64), dense_units=128)
+    conv1 = 2 * 3 * 3 * 1 * 32 * 28 * 28  # "same" 3x3 convolutions, each followed by a 2x2 pool
+    conv2 = 2 * 3 * 3 * 32 * 64 * 14 * 14
+    dense = 2 * (7 * 7 * 64) * 128 + 2 * 128 * 10
+    assert bench.forward_flops(network) == conv1 + conv2 + dense
