@@ -166,15 +166,18 @@ def keras_batches(x, y, batch_size: int, shuffle: bool = True, seed: int = SEED)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def fit_keras(model, params: dict, data: FashionMNIST, epochs=None, callbacks=(), verbose=0):
+def fit_keras(
+    model, params: dict, data: FashionMNIST, epochs=None, callbacks=(), verbose=0, seed=SEED
+):
     """Compile ``model`` (see `compile_keras`) and train it on ``data``'s training set with
     ``params``' batch size, validating on its validation set after every epoch. Returns the
     Keras history. ``epochs`` (default ``params["epochs"]``) can stop early, e.g. to time one
-    epoch; the learning-rate schedule still spans ``params["epochs"]``."""
+    epoch; the learning-rate schedule still spans ``params["epochs"]``. ``seed`` draws the
+    order of the training images."""
     x, y = data.keras("train")
     compile_keras(model, params, len(x))
     return model.fit(
-        keras_batches(x, y, params["batch_size"]),
+        keras_batches(x, y, params["batch_size"], seed=seed),
         validation_data=keras_batches(*data.keras("val"), 1024, shuffle=False),
         epochs=params["epochs"] if epochs is None else epochs,
         shuffle=False,  # the pipeline shuffles

@@ -22,7 +22,7 @@ import pandas as pd
 from . import models, tracking
 from .config import PROJECT_ROOT, SEED, Profile, get_profile
 from .data import load_fashion_mnist
-from .training import compile_keras, keras_batches
+from .training import fit_keras
 
 TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
@@ -146,8 +146,17 @@ def _objective(settings: Settings, data):
     import mlflow
     import optuna
 
-    x_train, y_train = data.keras("train")
-    validation = keras_batches(*data.keras("val"), 1024, shuffle=False)
+    class Pruner(keras.callbacks.Callback):
+        """Reports each epoch's validation accuracy to Optuna; stops a trial worth pruning."""
+
+        def __init__(self, trial):
+            super().__init__()
+            self.trial, self.pruned = trial, False
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.trial.report(float(logs["val_accuracy"]), epoch)
+            if self.trial.should_prune():
+                self.pruned = self.model.stop_training = True
 
     def objective(trial) -> float:
         params = suggest(trial)
@@ -159,33 +168,24 @@ def _objective(settings: Settings, data):
         with mlflow.start_run(
             run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
         ):
-            mlflow.log_params({**params, "epochs": settings.epochs, "train_size": len(y_train)})
-            keras.utils.set_random_seed(SEED + trial.number)  # each trial its own draw
+            train_size = len(data.y_train)
+            mlflow.log_params({**params, "epochs": settings.epochs, "train_size": train_size})
+            seed = SEED + trial.number  # each trial its own draw
+            keras.utils.set_random_seed(seed)
             model = models.build_dropout_cnn(
                 FILTERS[params["filters"]],
                 conv_dropout=params["conv_dropout"],
                 dense_dropout=params["dense_dropout"],
             )
             fit = {**params, "epochs": settings.epochs, "schedule": "cosine"}
-            compile_keras(model, fit, len(y_train))
-            seed = SEED + trial.number
-            batches = keras_batches(x_train, y_train, params["batch_size"], seed=seed)
-            best, pruned = 0.0, False
-            for epoch in range(settings.epochs):
-                history = model.fit(
-                    batches, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
-                    shuffle=False, verbose=0,
-                )  # fmt: skip
-                logs = {k: float(v[-1]) for k, v in history.history.items()}
-                mlflow.log_metrics(logs, step=epoch)
-                best = max(best, logs["val_accuracy"])
-                trial.report(logs["val_accuracy"], epoch)
-                if trial.should_prune():
-                    pruned = True
-                    break
+            pruner = Pruner(trial)
+            history = fit_keras(
+                model, fit, data, callbacks=[tracking.epoch_logger(), pruner], seed=seed
+            )
+            best = max(float(v) for v in history.history["val_accuracy"])
             mlflow.log_metric("best_val_accuracy", best)
-            mlflow.set_tag("optuna.state", "pruned" if pruned else "complete")
-        if pruned:  # outside the run: a pruned trial is a finished run, not a failed one
+            mlflow.set_tag("optuna.state", "pruned" if pruner.pruned else "complete")
+        if pruner.pruned:  # outside the run: a pruned trial is a finished run, not a failed one
             raise optuna.TrialPruned()
         return best
 
