@@ -198,12 +198,12 @@ def _keras_epoch(spec, params, data, path: str):
     `training.fit_keras`; 'library, bfloat16' the same in mixed precision."""
     import keras
 
-    from .training import _FIT_PARAMS, fit_keras
+    from .training import build_network, fit_keras
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bfloat16" in path else "float32")
     try:
         keras.utils.set_random_seed(SEED)
-        model = spec.builder(**{k: v for k, v in params.items() if k not in _FIT_PARAMS})
+        model = build_network(spec, params)
         timer = _epoch_timer()
         if path == "plain":
             model.compile(

@@ -186,9 +186,14 @@ def fit_keras(
     )
 
 
+def build_network(spec: ModelSpec, params: dict):
+    """A new, untrained network of ``spec`` from its hyperparameters (the training settings
+    among them are left out)."""
+    return spec.builder(**{k: v for k, v in params.items() if k not in _FIT_PARAMS})
+
+
 def _fit_keras(spec, params, data, verbose):
-    build = {k: v for k, v in params.items() if k not in _FIT_PARAMS}
-    model = spec.builder(**build)
+    model = build_network(spec, params)
     history = fit_keras(model, params, data, callbacks=[tracking.epoch_logger()], verbose=verbose)
     return model, pd.DataFrame(history.history)
 
