@@ -205,6 +205,7 @@ def upgrade() -> pd.DataFrame:
     versions = [_current(client, m.name) for m in client.search_registered_models()]
     champion = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
     versions = [v for v in [champion, *versions] if v is not None]
+    examples = load_test_set()[0]  # the input example of every new artifact
     upgraded: dict[str, str] = {}  # run id -> new artifact, shared by the versions of one run
     rows, seen = [], set()
     for version in versions:
@@ -219,7 +220,7 @@ def upgrade() -> pd.DataFrame:
         run_id = version.tags["run_id"]
         if run_id not in upgraded:
             with mlflow.start_run(run_id=run_id):
-                logged = serving.log_model(classifier.model, "keras", load_test_set()[0])
+                logged = serving.log_model(classifier.model, "keras", examples)
             upgraded[run_id] = logged.model_uri
         candidate = Candidate(
             model=version.tags["model"],
