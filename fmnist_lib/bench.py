@@ -253,6 +253,7 @@ def bench_training(report: Report, info: dict, smoke: bool, families: list[str])
                 for path in paths:
                     epoch, model = _keras_epoch(spec, params, data, path)
                     seconds[path] = min(seconds[path], epoch)
+            per_image = forward_flops(model)  # the same network on every path
             for path in paths:
                 target = ("<=", 8.0) if (name == "cnn" and path == "library") else None
                 report.add(
@@ -264,7 +265,7 @@ def bench_training(report: Report, info: dict, smoke: bool, families: list[str])
                 )
                 report.add("training", f"{name}: {path}, images/s", n / seconds[path], "img/s")
                 if name == "cnn":
-                    flops = 3 * forward_flops(model) * n / seconds[path]  # forward + backward
+                    flops = 3 * per_image * n / seconds[path]  # forward + backward
                     report.add(
                         "training",
                         f"{name}: {path}, share of FP32 peak",
@@ -282,7 +283,7 @@ def bench_training(report: Report, info: dict, smoke: bool, families: list[str])
             if name == "cnn":
                 report.note(f"peak: {why}")
                 report.note(
-                    f"cnn: {forward_flops(model) / 1e6:.1f} MFLOP per image forward, x3 for a "
+                    f"cnn: {per_image / 1e6:.1f} MFLOP per image forward, x3 for a "
                     "training step (forward, gradients of activations and of weights)"
                 )
         else:
@@ -293,7 +294,7 @@ def bench_training(report: Report, info: dict, smoke: bool, families: list[str])
             seconds = time.perf_counter() - start
             report.add("training", f"{name}: fit on the training set", seconds, "s")
             report.add("training", f"{name}: images/s", n / seconds, "img/s")
-    skipped = [m for m in MODELS if m not in families and m in ("svm", "svm-hog", "rf")]
+    skipped = [m for m, spec in MODELS.items() if m not in families and spec.family == "sklearn"]
     if skipped and not smoke:
         runs = tracking.find_runs("full", variant="default")
         for name in skipped:
@@ -461,11 +462,8 @@ def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
     from . import preprocess, serving
     from .data import load_test_set
 
-    png = preprocess.encode_png(load_test_set()[0][0])
-    payload = {
-        "dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png).decode()]]}
-    }
-    body = json.dumps(payload).encode()
+    encoded = base64.b64encode(preprocess.encode_png(load_test_set()[0][0])).decode()
+    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}}).encode()
     print(f"REST API: mlflow models serve -m {model_uri} on 127.0.0.1")
     start = time.perf_counter()
     with serving.api_server(model_uri) as url:
@@ -486,7 +484,7 @@ def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
         )
         # What the model itself costs per request, to tell it from the server's share.
         pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
-        frame = serving.images_frame([payload["dataframe_split"]["data"][0][0]])
+        frame = serving.images_frame([encoded])
         in_process, _ = percentiles(_timed(lambda: pyfunc.predict(frame), 50 if smoke else 500))
         for clients in (1, 4, 16):
             count, seconds = (20, 10.0) if smoke else (4000, 20.0)
