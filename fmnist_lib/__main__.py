@@ -29,7 +29,7 @@ def parse_value(text: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .training import MODELS
+    from .catalogue import MODELS
 
     parser = argparse.ArgumentParser(prog="python -m fmnist_lib", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

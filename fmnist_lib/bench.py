@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import PROJECT_ROOT, SEED, profile_named
+from .data import keras_input
 
 SECTIONS = ("training", "inference", "api", "course")
 DEFAULT_JSON = PROJECT_ROOT / "benchmarks" / "results.json"
@@ -198,12 +199,12 @@ def _keras_epoch(spec, params, data, path: str):
     `training.fit_keras`; 'library, bfloat16' the same in mixed precision."""
     import keras
 
-    from .training import build_network, fit_keras
+    from .training import fit_keras
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bfloat16" in path else "float32")
     try:
         keras.utils.set_random_seed(SEED)
-        model = build_network(spec, params)
+        model = spec.build(params)
         timer = _epoch_timer()
         if path == "plain":
             model.compile(
@@ -228,8 +229,8 @@ def _keras_epoch(spec, params, data, path: str):
 
 def bench_training(report: Report, info: dict, smoke: bool, families: list[str]) -> None:
     from . import tracking
+    from .catalogue import MODELS
     from .data import load_fashion_mnist
-    from .training import MODELS
 
     full = profile_named("full")
     data = load_fashion_mnist().for_profile(full)
@@ -392,7 +393,7 @@ def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
 
     if classifier.family == "keras":
         network = classifier.model  # loads Keras (and TensorFlow) now, not before
-        x = images[:1, ..., np.newaxis] / np.float32(255)
+        x = keras_input(images[:1])
         through_tf = serving.Classifier.from_model(network, "keras")
         p50, p99 = percentiles(_timed(lambda: through_tf.predict_proba(images[:1]), repeats // 3))
         report.add("inference", "one image, model through a TensorFlow tf.function: p50", p50, "ms")
@@ -400,7 +401,7 @@ def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
         p50, p99 = percentiles(naive)
         report.add("inference", "one image, naive Keras model.predict: p50", p50, "ms")
         report.add("inference", "one image, naive Keras model.predict: p99", p99, "ms")
-        x = images[: sizes[-1], ..., np.newaxis] / np.float32(255)
+        x = keras_input(images[: sizes[-1]])
         report.add(
             "inference",
             f"batch of {sizes[-1]:,}, naive Keras model.predict: images/s",

@@ -43,6 +43,7 @@ CLASS_NAMES = (
     "Ankle boot",
 )
 IMAGE_SHAPE = (28, 28)
+INPUT_SHAPE = (*IMAGE_SHAPE, 1)  # what a Keras network of the course takes: one grey channel
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 KERAS_DIR = Path.home() / ".keras" / "datasets" / "fashion-mnist"
 # The dataset's own mirror first, then the copy Keras downloads from. FMNIST_MIRROR (a base
@@ -396,6 +397,17 @@ def stratified_split(
     return kept, taken
 
 
+def keras_input(images: np.ndarray) -> np.ndarray:
+    """(n, 28, 28) grey levels 0-255 -> (n, 28, 28, 1) float32 in [0, 1], as networks take them."""
+    return (np.asarray(images, dtype=np.float32) / np.float32(255)).reshape(-1, *INPUT_SHAPE)
+
+
+def sklearn_input(images: np.ndarray) -> np.ndarray:
+    """(n, 28, 28) grey levels 0-255 -> (n, 784) float32 rows in [0, 1], as pipelines take them."""
+    x = np.asarray(images, dtype=np.float32) / np.float32(255)
+    return x.reshape(len(x), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+
+
 @dataclass(frozen=True, eq=False)
 class FashionMNIST:
     """Train / validation / test splits as uint8 arrays, with class names and provenance.
@@ -422,14 +434,14 @@ class FashionMNIST:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
     def keras(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Images as float32 in [0, 1] with a channel axis, (n, 28, 28, 1); labels as int64."""
+        """Images as `keras_input` makes them, (n, 28, 28, 1) float32; labels as int64."""
         x, y = self.split(name)
-        return (x[..., np.newaxis] / np.float32(255)).astype(np.float32), y.astype(np.int64)
+        return keras_input(x), y.astype(np.int64)
 
     def sklearn(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Images flattened to float32 rows in [0, 1], (n, 784); labels as int64."""
+        """Images as `sklearn_input` makes them, (n, 784) float32; labels as int64."""
         x, y = self.split(name)
-        return (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32), y.astype(np.int64)
+        return sklearn_input(x), y.astype(np.int64)
 
     def subset(
         self, train_size: int | None = None, test_size: int | None = None, seed: int = SEED

@@ -18,7 +18,8 @@ import weakref
 
 import numpy as np
 
-SIZE = 28
+from .data import IMAGE_SHAPE, INPUT_SHAPE, keras_input
+
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -57,7 +58,7 @@ def _compile(model):
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([None, SIZE, SIZE, 1], tf.float32),
+            tf.TensorSpec([None, *INPUT_SHAPE], tf.float32),
             tf.TensorSpec([None], tf.int32),
         ],
         reduce_retracing=True,
@@ -78,7 +79,7 @@ def _compile(model):
             heat = tf.abs(grads * features)[..., 0]
         else:
             heat = tf.nn.relu(tf.reduce_sum(grads * features, axis=-1))
-            heat = tf.image.resize(heat[..., tf.newaxis], (SIZE, SIZE), "bilinear")[..., 0]
+            heat = tf.image.resize(heat[..., tf.newaxis], IMAGE_SHAPE, "bilinear")[..., 0]
         peak = tf.reduce_max(heat, axis=(1, 2), keepdims=True)
         return tf.math.divide_no_nan(heat, peak)
 
@@ -94,7 +95,7 @@ def saliency(classifier, images: np.ndarray, classes) -> np.ndarray:
     model = classifier.model
     if model not in _COMPILED:
         _COMPILED[model] = _compile(model)
-    images = np.asarray(images, dtype=np.float32).reshape(-1, SIZE, SIZE, 1) / np.float32(255)
+    images = keras_input(images)
     classes = np.asarray(classes, dtype=np.int32).reshape(-1)
     if len(classes) != len(images):
         raise ValueError(f"{len(images)} images but {len(classes)} classes")

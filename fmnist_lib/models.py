@@ -12,13 +12,15 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline, make_union
+from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from .config import SEED
+from .data import IMAGE_SHAPE, INPUT_SHAPE
 
 N_CLASSES = 10
-INPUT_SHAPE = (28, 28, 1)
 # libsvm's kernel cache; its 200 MB default thrashes on tens of thousands of images.
 CACHE_MB = 2000
 
@@ -42,7 +44,7 @@ class HogFeatures(TransformerMixin, BaseEstimator):
 
     @property
     def n_features(self) -> int:
-        cells = 28 // self.pixels_per_cell
+        cells = IMAGE_SHAPE[0] // self.pixels_per_cell
         blocks = cells - self.cells_per_block + 1
         return blocks * blocks * self.cells_per_block**2 * self.orientations
 
@@ -52,13 +54,13 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         cell, block = (self.pixels_per_cell,) * 2, (self.cells_per_block,) * 2
         return np.stack(
             [
-                hog(r.reshape(28, 28), self.orientations, cell, block, feature_vector=True)
+                hog(r.reshape(IMAGE_SHAPE), self.orientations, cell, block, feature_vector=True)
                 for r in rows
             ]
         ).astype(np.float32)
 
     def transform(self, X):
-        X = np.asarray(X, dtype=np.float32).reshape(len(X), 28 * 28)
+        X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
         chunks = np.array_split(X, max(1, len(X) // 2000))
         parts = Parallel(n_jobs=self.n_jobs)(delayed(self._hog)(c) for c in chunks if len(c))
         return np.concatenate(parts) if parts else np.empty((0, self.n_features), np.float32)
@@ -116,6 +118,18 @@ def build_svm_hog(n_pixel_components=50, C=10.0, gamma_factor=2.0, seed=SEED):
             cache_size=CACHE_MB,
             random_state=seed,
         ),
+    )
+
+
+def build_logistic_regression(C=1.0, seed=SEED):
+    """Softmax (multinomial logistic) regression on standardised pixels: one weight per pixel
+    and class, a bias per class, and a softmax. A dense network with no hidden layer.
+
+    ``max_iter=100`` stops lbfgs before it converges (it warns): on the validation set that
+    scored 0.849 here, against 0.843 after 300 iterations, in a third of the time."""
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=C, max_iter=100, random_state=seed),
     )
 
 
@@ -282,6 +296,10 @@ def count_parameters(model) -> int:
             leaves = tree.tree_.children_left == -1
             total += 2 * int((~leaves).sum()) + N_CLASSES * int(leaves.sum())
         return total
+    if isinstance(model, LogisticRegression):
+        return int(model.coef_.size + model.intercept_.size)
+    if isinstance(model, StandardScaler):
+        return int(model.mean_.size + model.scale_.size)
     if isinstance(model, Rescale):
         return 1
     return 0  # HOG features are computed, not learned

@@ -351,3 +351,60 @@ def param_importances(importances: pd.Series) -> Figure:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def grid_search(cv_results: dict, x: str, lines: str, x_label: str, line_label: str) -> Figure:
+    """A scikit-learn grid search's mean accuracy against one parameter (``x``, e.g.
+    ``"param_svc__C"``, on a log axis), one line per value of another (``lines``): solid for
+    cross-validation, dashed for the training folds (the search needs ``return_train_score``)."""
+    table = pd.DataFrame(cv_results)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, (value, rows) in enumerate(table.groupby(lines, sort=True)):
+        rows = rows.sort_values(x)
+        label = f"{line_label} = {value:g}"
+        ax.plot(rows[x].astype(float), rows["mean_test_score"], "o-", color=f"C{k}", label=label)
+        ax.plot(rows[x].astype(float), rows["mean_train_score"], "--", color=f"C{k}", alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("accuracy (solid: cross-validation, dashed: training folds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def learning_rate_sweep(histories: dict[str, pd.DataFrame]) -> Figure:
+    """Training loss per epoch for several learning rates (``{label: history}``), on a log
+    scale: too small crawls, right falls, too large stalls or blows up."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, history in histories.items():
+        loss = np.asarray(history["loss"], dtype=float)
+        epochs = np.arange(1, len(loss) + 1)
+        ax.plot(epochs, np.where(np.isfinite(loss), loss, np.nan), "o-", ms=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def gradient_descent_paths(paths: dict[str, np.ndarray], loss) -> Figure:
+    """Steps of gradient descent on a one-weight loss: ``paths`` maps a label to the weight
+    after each step, ``loss`` is the function of the weight; each path drawn on the curve."""
+    fig, axes = plt.subplots(1, len(paths), figsize=(4 * len(paths), 3.4), sharey=True)
+    every = np.concatenate(list(paths.values()))
+    low, high = np.percentile(every, [0, 100])
+    low, high = min(low, -3.0), max(high, 9.0)
+    grid = np.linspace(low, high, 200)
+    for ax, (label, weights) in zip(np.atleast_1d(axes), paths.items(), strict=True):
+        ax.plot(grid, loss(grid), color="0.6")
+        ax.plot(weights, loss(weights), "o-", color="C3", ms=4)
+        ax.set_title(label)
+        ax.set_xlabel("weight")
+        ax.set_ylim(0, float(loss(grid).max()))
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("loss")
+    fig.tight_layout()
+    return fig

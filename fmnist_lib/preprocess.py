@@ -19,7 +19,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SIZE = 28
+from .data import IMAGE_SHAPE
+
+SIZE = IMAGE_SHAPE[0]  # square: the longest edge of an item becomes this many pixels
 # Far below Pillow's own guard (~179 Mpx), which lets a 17 KB PNG of 12000x12000 through to a
 # 0.5 s decode; 50 Mpx still admits any phone photo.
 MAX_PIXELS = 50_000_000

@@ -4,8 +4,9 @@ Each model of the course has a registered model ``fashion-mnist-<model>`` (for e
 ``fashion-mnist-cnn``) whose newest version is the best run found so far. The best of them
 all is a version of the registered model ``fashion-mnist`` with the alias ``champion``:
 ``models:/fashion-mnist@champion`` is what the API serves.
-Registering again promotes only a better model. Every version carries tags saying which run
-it comes from, its profile and its test accuracy.
+Registering again promotes only a better model, better meaning a higher *validation* accuracy
+(choices are made on validation; the test set only reports). Every version carries tags saying
+which run it comes from, its profile, its validation accuracy and its test accuracy.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import tracking
+from .catalogue import MODELS
 
 CHAMPION_MODEL = "fashion-mnist"
 CHAMPION_ALIAS = "champion"
@@ -24,9 +26,10 @@ CHAMPION_URI = f"models:/{CHAMPION_MODEL}@{CHAMPION_ALIAS}"
 _PROFILE_RANK = {"full": 1}
 
 
-def _rank(profile: str, accuracy: float) -> tuple[int, float]:
-    """What "better" means: the profile first, then test accuracy."""
-    return (_PROFILE_RANK.get(profile, 0), accuracy)
+def _rank(profile: str, validation_accuracy: float) -> tuple[int, float]:
+    """What "better" means: the profile first, then validation accuracy (never the test set's,
+    which would make the champion's reported test score optimistic)."""
+    return (_PROFILE_RANK.get(profile, 0), validation_accuracy)
 
 
 class NoModelError(LookupError):
@@ -44,11 +47,12 @@ class Candidate:
     run_id: str
     model_uri: str
     profile: str
-    accuracy: float
+    validation_accuracy: float
+    accuracy: float  # on the test set: reported, never ranked on
 
     @property
     def rank(self) -> tuple[int, float]:
-        return _rank(self.profile, self.accuracy)
+        return _rank(self.profile, self.validation_accuracy)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -56,6 +60,7 @@ class Candidate:
             "model": self.model,
             "run_id": self.run_id,
             "profile": self.profile,
+            "validation_accuracy": f"{self.validation_accuracy:.6f}",
             "test_accuracy": f"{self.accuracy:.6f}",
         }
 
@@ -67,44 +72,29 @@ def _client():
     return mlflow.MlflowClient(tracking.tracking_uri())
 
 
-def serving_model_uri(run) -> str | None:
-    """The serving artifact (`serving.Classifier`) the run logged, as ``models:/m-...``; None
-    for a run that logged none (runs made before the artifact existed logged the bare model)."""
-    import mlflow
-
-    logged = mlflow.search_logged_models(
-        experiment_ids=[run["experiment_id"]],
-        filter_string=f"source_run_id = '{run['run_id']}'",
-        output_format="list",
-    )
-    # The newest first: `upgrade` may log a newer artifact of the same network in the run.
-    for model in sorted(logged, key=lambda m: m.creation_timestamp, reverse=True):
-        flavor = mlflow.models.get_model_info(model.model_uri).flavors.get("python_function", {})
-        if "family" in flavor.get("config", {}):
-            return model.model_uri
-    return None
-
-
 def best_runs(profile: str | None = None) -> list[Candidate]:
     """The best finished run of each model trained with the course's own settings (``variant
-    default``) that logged a serving artifact, by test accuracy, for one profile or for all."""
+    default``) that logged a serving artifact, by validation accuracy, for one profile or for
+    all. Runs without a validation score (made before the course recorded one) are left out."""
     runs = tracking.find_runs(profile, variant="default")
-    if runs.empty:
+    if runs.empty or "metrics.validation_accuracy" not in runs:
         return []
+    runs = runs.dropna(subset=["metrics.validation_accuracy"])
     candidates = {}
     for _, run in runs.sort_values(
-        "metrics.test_accuracy", ascending=False, kind="stable"
+        "metrics.validation_accuracy", ascending=False, kind="stable"
     ).iterrows():
         model = run["tags.model"]
         if model in candidates:
             continue
-        uri = serving_model_uri(run)
+        uri = tracking.serving_model_uri(run)
         if uri is not None:
             candidates[model] = Candidate(
                 model=model,
                 run_id=run["run_id"],
                 model_uri=uri,
                 profile=run["tags.profile"],
+                validation_accuracy=float(run["metrics.validation_accuracy"]),
                 accuracy=float(run["metrics.test_accuracy"]),
             )
     return list(candidates.values())
@@ -124,7 +114,9 @@ def _current(client, name: str, alias: str | None = None):
 
 
 def _version_rank(version) -> tuple[int, float]:
-    return _rank(version.tags.get("profile", ""), float(version.tags.get("test_accuracy", "-inf")))
+    # A version registered before validation scores were kept ranks below any that has one.
+    accuracy = float(version.tags.get("validation_accuracy", "-inf"))
+    return _rank(version.tags.get("profile", ""), accuracy)
 
 
 def _register(client, name: str, candidate: Candidate, description: str):
@@ -147,8 +139,6 @@ def _register(client, name: str, candidate: Candidate, description: str):
 def register_best(profile: str | None = None) -> pd.DataFrame:
     """Register the best run of each approach, then promote the best of them to ``champion``
     if it beats the current one. Returns what happened, one row per approach."""
-    from .training import MODELS
-
     client = _client()
     rows = []
     candidates = best_runs(profile)
@@ -168,6 +158,7 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
                 "model": candidate.model,
                 "registered model": name,
                 "version": int(version.version),
+                "validation accuracy": float(version.tags.get("validation_accuracy", "nan")),
                 "test accuracy": float(version.tags["test_accuracy"]),
                 "profile": version.tags["profile"],
                 "action": action,
@@ -227,6 +218,7 @@ def upgrade() -> pd.DataFrame:
             run_id=run_id,
             model_uri=upgraded[run_id],
             profile=version.tags["profile"],
+            validation_accuracy=float(version.tags.get("validation_accuracy", "nan")),
             accuracy=float(version.tags["test_accuracy"]),
         )
         new = _register(client, version.name, candidate, "")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import preprocess
-from .data import CLASS_NAMES
+from .data import CLASS_NAMES, IMAGE_SHAPE, INPUT_SHAPE, keras_input, sklearn_input
 from .preprocess import ImageError
 
 # MLflow 3.17 compares a column index with a range when saving an input example; pandas 3
@@ -92,7 +92,7 @@ def to_images(model_input) -> np.ndarray:
     cells = _cells(model_input)
     if not cells:
         raise ImageError("No image was given.")
-    images = np.empty((len(cells), preprocess.SIZE, preprocess.SIZE), dtype=np.uint8)
+    images = np.empty((len(cells), *IMAGE_SHAPE), dtype=np.uint8)
     for i, cell in enumerate(cells):
         try:
             images[i] = preprocess.prepare(cell)
@@ -161,7 +161,7 @@ class Classifier(mlflow.pyfunc.PythonModel):
             # model.predict spends ~30 ms setting itself up on each call.
             self._forward = tf.function(
                 lambda x: model(x, training=False),
-                input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+                input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32)],
                 reduce_retracing=True,
             )
 
@@ -185,12 +185,11 @@ class Classifier(mlflow.pyfunc.PythonModel):
         """(n, 10) class probabilities for (n, 28, 28) uint8 images."""
         if self._onnx is None and self.model is None:
             raise RuntimeError("No model attached: use Classifier.from_model or mlflow to load.")
-        x = np.asarray(images, dtype=np.float32) / np.float32(255)
         if self.family == "keras":
-            x = x[..., np.newaxis]
+            x = keras_input(images)
             parts = [self._network(x[i : i + _BATCH]) for i in range(0, len(x), _BATCH)]
             return np.concatenate(parts).astype(np.float64)
-        x = x.reshape(len(x), -1)
+        x = sklearn_input(images)
         if hasattr(self.model, "predict_proba"):
             return self.model.predict_proba(x)
         return _vote_shares(self.model, x)
@@ -265,7 +264,7 @@ def export_onnx(model, folder: Path, check: np.ndarray) -> Path | None:
     from . import models
 
     path = Path(folder) / "model.onnx"
-    x = (np.asarray(check, dtype=np.float32) / np.float32(255))[..., np.newaxis]
+    x = keras_input(check)
     try:
         expected = model(tf.constant(x), training=False).numpy()
         network = models.inference_network(model)

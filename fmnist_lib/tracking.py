@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -66,17 +65,6 @@ def library_versions() -> dict[str, str]:
     return tags
 
 
-@contextmanager
-def training_run(model_name: str, tags: dict[str, str], params: dict):
-    """A run for one fit. An exception inside marks the run FAILED (never left RUNNING)."""
-    import mlflow
-
-    use_experiment()
-    with mlflow.start_run(run_name=model_name, tags={"model": model_name, **tags}) as run:
-        mlflow.log_params(params)
-        yield run
-
-
 def log_figure(fig, filename: str) -> None:
     """Save a matplotlib figure as a PNG artifact of the active run, then close it."""
     import matplotlib.pyplot as plt
@@ -121,6 +109,24 @@ def find_runs(
     )
 
 
+def serving_model_uri(run) -> str | None:
+    """The serving artifact (`serving.Classifier`) the run logged, as ``models:/m-...``; None
+    for a run that logged none (runs made before the artifact existed logged the bare model)."""
+    import mlflow
+
+    logged = mlflow.search_logged_models(
+        experiment_ids=[run["experiment_id"]],
+        filter_string=f"source_run_id = '{run['run_id']}'",
+        output_format="list",
+    )
+    # The newest first: `upgrade` may log a newer artifact of the same network in the run.
+    for model in sorted(logged, key=lambda m: m.creation_timestamp, reverse=True):
+        flavor = mlflow.models.get_model_info(model.model_uri).flavors.get("python_function", {})
+        if "family" in flavor.get("config", {}):
+            return model.model_uri
+    return None
+
+
 class MissingRunError(LookupError):
     """A chapter needs a run that is not in the store yet."""
 
@@ -160,7 +166,10 @@ def load_history(run_id: str) -> pd.DataFrame:
 
 
 SUMMARY_COLUMNS = {
+    "metrics.validation_accuracy": "validation accuracy",
     "metrics.test_accuracy": "test accuracy",
+    "metrics.test_accuracy_ci_low": "test 95% CI low",
+    "metrics.test_accuracy_ci_high": "test 95% CI high",
     "metrics.test_macro_f1": "macro-F1",
     "metrics.fit_time_s": "fit time (s)",
     "metrics.predict_ms_per_image": "predict (ms/image)",
@@ -169,7 +178,10 @@ SUMMARY_COLUMNS = {
 
 # How the chapters print a summary table: table.style.format(SUMMARY_FORMAT).
 SUMMARY_FORMAT = {
+    "validation accuracy": "{:.4f}",
     "test accuracy": "{:.4f}",
+    "test 95% CI low": "{:.4f}",
+    "test 95% CI high": "{:.4f}",
     "macro-F1": "{:.4f}",
     "fit time (s)": "{:.1f}",
     "predict (ms/image)": "{:.3f}",

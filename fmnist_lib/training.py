@@ -1,93 +1,45 @@
-"""Fit any model of the course through one entry point, `train`, with every fit an MLflow run.
+"""Record what a chapter trained, as one MLflow run; and train the catalogue's models by name.
 
-A run records the hyperparameters, the profile, the seed, the dataset checksums and library
-versions; per-epoch loss and accuracy for Keras models; test accuracy, macro-F1, log-loss and
-per-class accuracy; fit and predict times; the confusion matrix, classification report,
-learning curves and misclassified images; and the model itself with its signature.
+A chapter writes and fits its own model, then hands it to the run::
+
+    with training_run("dense", data) as run:
+        model.fit(x_train, y_train, batch_size=128, epochs=30, validation_data=(x_val, y_val))
+        dense = run.record(model)
+
+The run holds the profile, the seed, the dataset checksums and library versions; for Keras,
+what MLflow's own ``mlflow.keras.autolog`` logs (the optimiser's settings, the batch size, the
+epochs, loss and accuracy at every epoch); for scikit-learn, every parameter of the pipeline;
+then `record` adds validation and test scores (test accuracy with its 95% interval), fit and
+predict times, the confusion matrix, classification report, learning curves and misclassified
+images, and the serving artifact. A run is tagged ``variant=default`` only when it trained the
+catalogue's model with the course's settings on the course's data (`catalogue.is_default`).
+
+`train` and `reuse_or_train` do the same for a model of the catalogue by name, for the command
+line, chapter 7 and the tests.
 """
 
 from __future__ import annotations
 
-import inspect
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from . import models, plots, serving, tracking
+from .catalogue import MODELS, compile_keras, is_default, spec_named
 from .config import SEED, Profile, get_profile
 from .data import IDX_FILES, FashionMNIST, load_fashion_mnist
 from .evaluation import Evaluation, evaluate
 
-# How Keras models are trained, beside the epochs that the profile sets.
-KERAS_FIT_DEFAULTS = {"batch_size": 128, "learning_rate": 1e-3, "schedule": "cosine"}
-_FIT_PARAMS = ("epochs", *KERAS_FIT_DEFAULTS)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model the course trains: its builder, the builder arguments that differ from the
-    builder's defaults, and whether it is a scikit-learn pipeline or a Keras network."""
-
-    name: str
-    family: str
-    builder: Callable
-    description: str
-    build_params: dict = field(default_factory=dict)
-    fit_params: dict = field(default_factory=dict)  # Keras: replaces KERAS_FIT_DEFAULTS
-
-    def default_params(self, profile: Profile) -> dict:
-        """Every hyperparameter with its value for ``profile``: the builder's arguments, then
-        for Keras the training settings."""
-        signature = inspect.signature(self.builder)
-        params = {name: p.default for name, p in signature.parameters.items() if name != "seed"}
-        params.update(self.build_params)
-        if self.family == "keras":
-            params.update(epochs=profile.epochs, **{**KERAS_FIT_DEFAULTS, **self.fit_params})
-        return params
-
-
-MODELS = {
-    spec.name: spec
-    for spec in [
-        ModelSpec("svm", "sklearn", models.build_svm_pixels, "SVM (RBF) on PCA of the pixels"),
-        ModelSpec("svm-hog", "sklearn", models.build_svm_hog, "SVM (RBF) on HOG features"),
-        ModelSpec("rf", "sklearn", models.build_random_forest, "Random Forest on the pixels"),
-        ModelSpec("dense", "keras", models.build_dense, "Dense network, two hidden layers"),
-        ModelSpec("cnn", "keras", models.build_dropout_cnn, "CNN with dropout"),
-        ModelSpec(
-            "cnn-no-dropout",
-            "keras",
-            models.build_dropout_cnn,
-            "The same CNN without dropout",
-            {"conv_dropout": 0.0, "dense_dropout": 0.0},
-        ),
-        # Chapter 7. On 2 CPU cores zoom and rotation double the cost of an epoch of the
-        # dropout CNN; shifts, flips and erasing cost less. Chapter 7 times each one.
-        ModelSpec(
-            "cnn-aug",
-            "keras",
-            models.build_augmented_cnn,
-            "The CNN with dropout, trained on shifted, mirrored, erased images",
-            {"zoom": 0.0, "rotation": 0.0},
-        ),
-        ModelSpec(
-            "cnn-bn",
-            "keras",
-            models.build_bn_cnn,
-            "Deeper CNN with batch normalisation, shifts and flips, warm-up and cosine",
-            # Half the widths of build_bn_cnn's defaults: a third of the time per epoch here.
-            {"filters": (16, 32, 64), "zoom": 0.0, "rotation": 0.0, "erasing": 0.0},
-            {"learning_rate": 2e-3, "schedule": "warmup-cosine"},
-        ),
-    ]
-}
-
 
 @dataclass(frozen=True, eq=False)
 class TrainingResult:
-    """What one fit produced. ``history`` (one row per epoch) is None for scikit-learn."""
+    """What one fit produced. ``history`` (one row per epoch) is None for scikit-learn;
+    ``validation`` scores the model on the validation set (what choices are made on),
+    ``evaluation`` on the test set (what is reported)."""
 
     name: str
     model: object
@@ -95,6 +47,7 @@ class TrainingResult:
     model_uri: str
     params: dict
     evaluation: Evaluation
+    validation: Evaluation
     history: pd.DataFrame | None
     fit_time: float
     predict_time: float
@@ -102,55 +55,311 @@ class TrainingResult:
 
     @property
     def accuracy(self) -> float:
+        """Test accuracy."""
         return self.evaluation.accuracy
+
+    @property
+    def validation_accuracy(self) -> float:
+        return self.validation.accuracy
 
     @property
     def predict_ms_per_image(self) -> float:
         return 1000 * self.predict_time / self.n_test
 
 
-def learning_rate_schedule(params: dict, n_images: int):
-    """The learning rate, or its schedule over the run, for ``params`` (``learning_rate``,
-    ``schedule``, ``epochs``, ``batch_size``) on ``n_images`` training images."""
-    import keras
+def _is_keras(model) -> bool:
+    # A scikit-learn chapter never imports Keras (and TensorFlow): look before importing.
+    return "keras" in sys.modules and isinstance(model, sys.modules["keras"].Model)
 
-    learning_rate = params["learning_rate"]
-    steps = params["epochs"] * -(-n_images // params["batch_size"])
-    if params["schedule"] == "cosine":
-        # Decays to zero over the whole run: large steps early, fine ones at the end.
-        return keras.optimizers.schedules.CosineDecay(learning_rate, steps)
-    if params["schedule"] == "warmup-cosine":
-        # Rises from 0 over the first two epochs (a twentieth of the run at most), while batch
-        # normalisation's statistics settle; then the same cosine decay.
-        warmup = min(2 * -(-n_images // params["batch_size"]), steps // 20)
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, steps - warmup, warmup_target=learning_rate, warmup_steps=warmup
+
+def _predict(model, keras: bool, x):
+    """(labels, probabilities or None) for images in the model's own input view."""
+    if keras:
+        proba = model.predict(x, batch_size=1024, verbose=0)
+        return proba.argmax(axis=1), proba
+    proba = model.predict_proba(x) if hasattr(model, "predict_proba") else None
+    return (proba.argmax(axis=1) if proba is not None else model.predict(x)), proba
+
+
+def _pipeline_params(model) -> dict:
+    """A scikit-learn model's parameters that are plain values (``svc__C``, ``pca__n_components``
+    ...), as ``mlflow.sklearn.autolog`` would log them (without its extra pass to score the
+    training set, minutes for an SVM)."""
+    from sklearn.base import BaseEstimator
+
+    return {
+        key: value
+        for key, value in model.get_params(deep=True).items()
+        if "__" in key and not isinstance(value, BaseEstimator | list)
+    }
+
+
+def _same_data(data: FashionMNIST, profile: Profile) -> bool:
+    """Whether ``data`` is the course's dataset at ``profile``'s sizes, image for image."""
+    course = load_fashion_mnist().for_profile(profile)
+    return all(
+        np.array_equal(a, b)
+        for split in FashionMNIST.SPLITS
+        for a, b in zip(data.split(split), course.split(split), strict=True)
+    )
+
+
+class TrainingRun:
+    """One MLflow run around a chapter's own fit; see `training_run`."""
+
+    def __init__(self, name: str, data: FashionMNIST, profile: Profile, seed: int, params):
+        self.name, self.data, self.profile, self.seed = name, data, profile, seed
+        self.params = params
+        self.result: TrainingResult | None = None
+        self._start = 0.0
+        self._autolog = False
+
+    def __enter__(self) -> TrainingRun:
+        import mlflow
+
+        tracking.use_experiment()
+        tags = {
+            "model": self.name,
+            "profile": self.profile.name,
+            "seed": str(self.seed),
+            "data.source": str(self.data.source),
+            **{f"data.sha256.{f.key}": f.sha256 for f in IDX_FILES},
+            **tracking.library_versions(),
+        }
+        self.run = mlflow.start_run(run_name=self.name, tags=tags)
+        sizes = {
+            "train_size": len(self.data.y_train),
+            "validation_size": len(self.data.y_val),
+            "test_size": len(self.data.y_test),
+        }
+        mlflow.log_params({**(self.params or {}), **sizes})
+        if "keras" in sys.modules:
+            # MLflow's own logger for Keras: it reads the optimiser, the batch size and the
+            # epochs from the chapter's `fit` call, and logs every epoch's scores.
+            mlflow.keras.autolog(
+                log_models=False, log_datasets=False, log_model_signatures=False, silent=True
+            )
+            self._autolog = True
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        import mlflow
+
+        if self._autolog:
+            mlflow.keras.autolog(disable=True)
+        if kind is None and self.result is None:
+            warnings.warn(
+                f"The run of {self.name!r} ended without `run.record(model)`: it is marked "
+                "FAILED and no chapter will read it.",
+                stacklevel=3,
+            )
+        # An exception, or nothing recorded: FAILED, never left RUNNING or counted.
+        failed = kind is not None or self.result is None
+        mlflow.end_run("FAILED" if failed else "FINISHED")
+
+    def _logged_params(self) -> dict[str, str]:
+        import mlflow
+
+        return mlflow.get_run(self.run.info.run_id).data.params
+
+    def _fit_settings(self, model, keras: bool) -> tuple:
+        """(batch size, epochs) of a Keras fit, as autolog and Keras recorded them."""
+        if not keras:
+            return None, None
+        logged = self._logged_params()
+        batch = logged.get("batch_size")
+        epochs = getattr(model, "history", None) and model.history.params.get("epochs")
+        return (int(batch) if batch not in (None, "None") else None), epochs
+
+    def record(self, model) -> TrainingResult:
+        """Evaluate the fitted ``model`` on the validation and test sets and log it all to this
+        run: scores, times, figures and the serving artifact. Returns what the fit produced."""
+        import mlflow
+
+        fit_time = time.perf_counter() - self._start
+        keras = _is_keras(model)
+        family = "keras" if keras else "sklearn"
+        batch_size, epochs = self._fit_settings(model, keras)
+        course_data = _same_data(self.data, self.profile)
+        default = course_data and is_default(
+            self.name, model, self.profile, len(self.data.y_train), batch_size, epochs
         )
-    if params["schedule"] != "constant":
-        raise ValueError(
-            f"schedule must be 'constant', 'cosine' or 'warmup-cosine', not {params['schedule']!r}"
+        mlflow.set_tags(
+            {
+                "family": family,
+                "variant": "default" if default else "custom",
+                "dataset": "course" if course_data else "modified",
+            }
         )
-    return learning_rate
+        params = dict(self.params or {})
+        if default and not params:
+            # The catalogue's names for what the chapter wrote, so that `reuse_or_train` and
+            # the command line find this run.
+            params = MODELS[self.name].default_params(self.profile)
+            mlflow.log_params(params)
+        if not keras:
+            mlflow.log_params(_pipeline_params(model))
+        mlflow.log_metric("n_parameters", models.count_parameters(model))
+
+        view = self.data.keras if keras else self.data.sklearn
+        x_val, y_val = view("val")
+        x_test, y_test = view("test")
+        val_pred, val_proba = _predict(model, keras, x_val)
+        validation = evaluate(y_val, val_pred, self.data.class_names, val_proba)
+        start = time.perf_counter()
+        y_pred, proba = _predict(model, keras, x_test)
+        predict_time = time.perf_counter() - start
+        evaluation = evaluate(y_test, y_pred, self.data.class_names, proba)
+        mlflow.log_metrics(
+            {
+                **validation.metrics("validation_"),
+                **evaluation.metrics(),
+                "fit_time_s": fit_time,
+                "predict_time_s": predict_time,
+                "predict_ms_per_image": 1000 * predict_time / len(y_test),
+            }
+        )
+        history = pd.DataFrame(model.history.history) if keras else None
+        _log_artifacts(self.name, self.data, evaluation, history)
+        model_uri = serving.log_model(model, family, self.data.split("test")[0]).model_uri
+        self.result = TrainingResult(
+            self.name, model, self.run.info.run_id, model_uri, params, evaluation, validation,
+            history, fit_time, predict_time, len(y_test),
+        )  # fmt: skip
+        return self.result
 
 
-def compile_keras(model, params: dict, n_images: int) -> None:
-    """Compile a course network for training on ``n_images`` images: Adam with the learning
-    rate `learning_rate_schedule` gives, cross-entropy on class ids, accuracy reported."""
-    import keras
+def training_run(
+    name: str,
+    data: FashionMNIST,
+    profile: Profile | None = None,
+    seed: int = SEED,
+    params: dict | None = None,
+) -> TrainingRun:
+    """A ``with`` block that records one fit as an MLflow run named ``name``: fit the model
+    inside it, on ``data``'s training set, then call ``run.record(model)``. ``profile``
+    (default: the current one) and ``seed`` are recorded as tags, ``params`` as the
+    hyperparameters in the catalogue's terms (`train` passes them; a chapter's default model
+    gets them from the catalogue). An exception inside marks the run FAILED."""
+    return TrainingRun(name, data, profile or get_profile(), seed, params)
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate_schedule(params, n_images)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+
+# --- The catalogue's models by name ------------------------------------------------------------
+
+
+def _prepare(name, profile, data, overrides):
+    """The spec, profile, profile-sized data, hyperparameters and logged parameters of a fit,
+    checked."""
+    spec = spec_named(name)
+    profile = profile or get_profile()
+    data = (data or load_fashion_mnist()).for_profile(profile)
+    params = spec.default_params(profile)
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"{name} has no hyperparameter {sorted(unknown)}; it has {sorted(params)}")
+    params.update(overrides)
+    logged = {
+        **params,
+        "train_size": len(data.y_train),
+        "validation_size": len(data.y_val),
+        "test_size": len(data.y_test),
+    }
+    return spec, profile, data, params, logged
+
+
+def train(
+    name: str,
+    profile: Profile | None = None,
+    data: FashionMNIST | None = None,
+    verbose: int = 0,
+    **overrides,
+) -> TrainingResult:
+    """Build, fit and record the catalogue's model ``name`` as the chapters do: a Keras network
+    compiled by `catalogue.compile_keras` and fitted with ``model.fit`` on the arrays, or a
+    scikit-learn pipeline fitted. ``data`` replaces the dataset (its profile-sized subset is
+    used); ``overrides`` replace hyperparameters (see ``MODELS[name].default_params``), and an
+    unknown one is an error, so that a typo never trains the default model silently."""
+    spec, profile, data, params, _ = _prepare(name, profile, data, overrides)
+    if spec.family == "keras":
+        import keras  # before the run starts, so that it logs what autolog reads from `fit`
+    with training_run(name, data, profile, params=params) as run:
+        if spec.family == "keras":
+            keras.utils.set_random_seed(SEED)
+            model = spec.build(params)
+            x_train, y_train = data.keras("train")
+            compile_keras(model, params, len(x_train))
+            model.fit(
+                x_train, y_train, batch_size=params["batch_size"], epochs=params["epochs"],
+                validation_data=data.keras("val"), verbose=verbose,
+            )  # fmt: skip
+        else:
+            model = spec.build(params, seed=SEED)
+            model.fit(*data.sklearn("train"))
+        return run.record(model)
+
+
+def reuse_or_train(
+    name: str, profile: Profile | None = None, verbose: int = 0, **overrides
+) -> TrainingResult:
+    """The model ``name`` with these hyperparameters for this profile: loaded from the newest
+    finished run that trained exactly it (same hyperparameters and data sizes, with its
+    serving artifact), or trained and logged by `train` when there is none. A rebuilt
+    chapter reuses its models instead of training them again."""
+    spec, profile, data, params, logged = _prepare(name, profile, None, overrides)
+    runs = tracking.find_runs(profile.name, name)
+    for _, run in runs.iterrows():
+        same = all(run.get(f"params.{k}") == str(v) for k, v in logged.items())
+        if same and run.get("tags.dataset") == "course":
+            uri = tracking.serving_model_uri(run)
+            if uri is not None:
+                return _reload(spec, run, uri, params, data)
+    return train(name, profile, verbose=verbose, **overrides)
+
+
+def _reload(spec, run, model_uri, params, data) -> TrainingResult:
+    classifier = serving.load(model_uri)
+
+    def scores(split):
+        images, labels = data.split(split)
+        proba = classifier.predict_proba(images)
+        proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows, summed in float64
+        # An SVM's vote shares are not probabilities: no log-loss, as when it was trained.
+        kept = proba if classifier.has_probabilities else None
+        return evaluate(labels, proba.argmax(axis=1), data.class_names, kept)
+
+    history = tracking.load_history(run["run_id"]) if spec.family == "keras" else None
+    return TrainingResult(
+        spec.name, classifier.model, run["run_id"], model_uri, params, scores("test"),
+        scores("val"), history, float(run["metrics.fit_time_s"]),
+        float(run["metrics.predict_time_s"]), len(data.y_test),
+    )  # fmt: skip
+
+
+def fit_keras(
+    model, params: dict, data: FashionMNIST, epochs=None, callbacks=(), verbose=0, seed=SEED
+):
+    """Compile ``model`` (see `catalogue.compile_keras`) and train it on ``data``'s training set
+    through a `keras_batches` pipeline, validating after every epoch; for Optuna's trials and
+    the benchmark. Returns the Keras history. ``epochs`` (default ``params["epochs"]``) can
+    stop early, e.g. to time one epoch; the learning-rate schedule still spans
+    ``params["epochs"]``. ``seed`` draws the order of the training images."""
+    x, y = data.keras("train")
+    compile_keras(model, params, len(x))
+    return model.fit(
+        keras_batches(x, y, params["batch_size"], seed=seed),
+        validation_data=keras_batches(*data.keras("val"), 1024, shuffle=False),
+        epochs=params["epochs"] if epochs is None else epochs,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=list(callbacks),
+        verbose=verbose,
     )
 
 
 def keras_batches(x, y, batch_size: int, shuffle: bool = True, seed: int = SEED):
-    """Images and labels as a `tf.data` pipeline of batches, reshuffled every epoch.
-
-    Keras can take the NumPy arrays themselves, but then it slices and converts them batch by
-    batch in Python; here TensorFlow shuffles the image numbers and gathers each batch in one
-    operation, ahead of the training step (``python -m fmnist_lib.bench`` compares both)."""
+    """Images and labels as a `tf.data` pipeline of batches, reshuffled every epoch: TensorFlow
+    shuffles the image numbers and gathers each batch in one operation, ahead of the training
+    step (``python -m fmnist_lib.bench`` compares it with ``fit`` on the arrays)."""
     import tensorflow as tf
 
     images, labels = tf.constant(x), tf.constant(y)
@@ -164,168 +373,6 @@ def keras_batches(x, y, batch_size: int, shuffle: bool = True, seed: int = SEED)
         deterministic=True,
     )
     return batches.prefetch(tf.data.AUTOTUNE)
-
-
-def fit_keras(
-    model, params: dict, data: FashionMNIST, epochs=None, callbacks=(), verbose=0, seed=SEED
-):
-    """Compile ``model`` (see `compile_keras`) and train it on ``data``'s training set with
-    ``params``' batch size, validating on its validation set after every epoch. Returns the
-    Keras history. ``epochs`` (default ``params["epochs"]``) can stop early, e.g. to time one
-    epoch; the learning-rate schedule still spans ``params["epochs"]``. ``seed`` draws the
-    order of the training images."""
-    x, y = data.keras("train")
-    compile_keras(model, params, len(x))
-    return model.fit(
-        keras_batches(x, y, params["batch_size"], seed=seed),
-        validation_data=keras_batches(*data.keras("val"), 1024, shuffle=False),
-        epochs=params["epochs"] if epochs is None else epochs,
-        shuffle=False,  # the pipeline shuffles
-        callbacks=list(callbacks),
-        verbose=verbose,
-    )
-
-
-def build_network(spec: ModelSpec, params: dict):
-    """A new, untrained network of ``spec`` from its hyperparameters (the training settings
-    among them are left out)."""
-    return spec.builder(**{k: v for k, v in params.items() if k not in _FIT_PARAMS})
-
-
-def _fit_keras(spec, params, data, verbose):
-    model = build_network(spec, params)
-    history = fit_keras(model, params, data, callbacks=[tracking.epoch_logger()], verbose=verbose)
-    return model, pd.DataFrame(history.history)
-
-
-def _predict(spec, model, x):
-    """(labels, probabilities or None) for a batch in the model's own input view."""
-    if spec.family == "keras":
-        proba = model.predict(x, batch_size=1024, verbose=0)
-        return proba.argmax(axis=1), proba
-    proba = model.predict_proba(x) if hasattr(model, "predict_proba") else None
-    return (proba.argmax(axis=1) if proba is not None else model.predict(x)), proba
-
-
-def _prepare(name, profile, data, overrides):
-    """The spec, profile, profile-sized data, hyperparameters, variant and logged parameters
-    of a fit, checked."""
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}: choose one of {', '.join(MODELS)}.")
-    spec = MODELS[name]
-    profile = profile or get_profile()
-    # "default": the model and data as the course defines them; chapters compare these runs.
-    variant = "custom" if overrides or data is not None else "default"
-    data = (data or load_fashion_mnist()).for_profile(profile)
-    params = spec.default_params(profile)
-    unknown = set(overrides) - set(params)
-    if unknown:
-        raise ValueError(f"{name} has no hyperparameter {sorted(unknown)}; it has {sorted(params)}")
-    params.update(overrides)
-    logged = {
-        **params,
-        "train_size": len(data.y_train),
-        "validation_size": len(data.y_val),
-        "test_size": len(data.y_test),
-    }
-    return spec, profile, data, params, variant, logged
-
-
-def train(
-    name: str,
-    profile: Profile | None = None,
-    data: FashionMNIST | None = None,
-    verbose: int = 0,
-    **overrides,
-) -> TrainingResult:
-    """Train the model ``name`` (a key of `MODELS`) on the profile's training set, evaluate it
-    on its test set and log everything as one MLflow run. ``data`` replaces the dataset (its
-    profile-sized subset is used); the run is then tagged ``variant=custom``, as with overrides.
-
-    ``overrides`` replace hyperparameters (see ``MODELS[name].default_params``); an unknown
-    one is an error, so that a typo never trains the default model silently.
-    """
-    spec, profile, data, params, variant, logged = _prepare(name, profile, data, overrides)
-    view = "keras" if spec.family == "keras" else "sklearn"
-    x_test, y_test = getattr(data, view)("test")
-    tags = {
-        "profile": profile.name,
-        "variant": variant,
-        "family": spec.family,
-        "seed": str(SEED),
-        "data.source": str(data.source),
-        **{f"data.sha256.{f.key}": f.sha256 for f in IDX_FILES},
-        **tracking.library_versions(),
-    }
-    with tracking.training_run(name, tags, logged) as run:
-        import mlflow
-
-        start = time.perf_counter()
-        if spec.family == "keras":
-            import keras
-
-            keras.utils.set_random_seed(SEED)
-            model, history = _fit_keras(spec, params, data, verbose)
-        else:
-            model = spec.builder(**params, seed=SEED)
-            model.fit(*data.sklearn("train"))
-            history = None
-        fit_time = time.perf_counter() - start
-        mlflow.log_metric("n_parameters", models.count_parameters(model))
-
-        start = time.perf_counter()
-        y_pred, proba = _predict(spec, model, x_test)
-        predict_time = time.perf_counter() - start
-
-        evaluation = evaluate(y_test, y_pred, data.class_names, proba)
-        mlflow.log_metrics(
-            {
-                **evaluation.metrics(),
-                "fit_time_s": fit_time,
-                "predict_time_s": predict_time,
-                "predict_ms_per_image": 1000 * predict_time / len(y_test),
-            }
-        )
-        _log_artifacts(name, data, evaluation, history)
-        model_uri = serving.log_model(model, spec.family, data.split("test")[0]).model_uri
-    return TrainingResult(
-        name, model, run.info.run_id, model_uri, params, evaluation, history, fit_time,
-        predict_time, len(y_test),
-    )  # fmt: skip
-
-
-def reuse_or_train(
-    name: str, profile: Profile | None = None, verbose: int = 0, **overrides
-) -> TrainingResult:
-    """The model ``name`` with these hyperparameters for this profile: loaded from the newest
-    finished run that trained exactly it (same hyperparameters and data sizes, with its
-    serving artifact), or trained and logged by `train` when there is none. A rebuilt
-    chapter reuses its models instead of training them again."""
-    spec, profile, data, params, variant, logged = _prepare(name, profile, None, overrides)
-    runs = tracking.find_runs(profile.name, name, variant)
-    for _, run in runs.iterrows():
-        if all(run.get(f"params.{k}") == str(v) for k, v in logged.items()):
-            from . import registry
-
-            uri = registry.serving_model_uri(run)
-            if uri is not None:
-                return _reload(spec, run, uri, params, data)
-    return train(name, profile, verbose=verbose, **overrides)
-
-
-def _reload(spec, run, model_uri, params, data) -> TrainingResult:
-    classifier = serving.load(model_uri)
-    x_test, y_test = data.split("test")
-    proba = classifier.predict_proba(x_test)
-    proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows, summed in float64
-    # An SVM's vote shares are not probabilities: no log-loss for it, as when it was trained.
-    kept = proba if classifier.has_probabilities else None
-    evaluation = evaluate(y_test, proba.argmax(axis=1), data.class_names, kept)
-    history = tracking.load_history(run["run_id"]) if spec.family == "keras" else None
-    return TrainingResult(
-        spec.name, classifier.model, run["run_id"], model_uri, params, evaluation, history,
-        float(run["metrics.fit_time_s"]), float(run["metrics.predict_time_s"]), len(y_test),
-    )  # fmt: skip
 
 
 def _log_artifacts(name, data, evaluation, history):
@@ -347,8 +394,11 @@ def _log_artifacts(name, data, evaluation, history):
 
 
 def describe(result: TrainingResult) -> str:
-    """One line a person reads: test accuracy and how long fitting and predicting took."""
+    """One line a person reads: validation and test accuracy (with its 95% interval), and how
+    long fitting and predicting took."""
+    low, high = result.evaluation.accuracy_interval
     return (
-        f"{result.name}: test accuracy {result.accuracy:.4f}, fit {result.fit_time:.1f} s, "
+        f"{result.name}: validation accuracy {result.validation_accuracy:.4f}, test accuracy "
+        f"{result.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}), fit {result.fit_time:.1f} s, "
         f"predict {result.predict_ms_per_image:.3f} ms per image"
     )

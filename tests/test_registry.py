@@ -103,8 +103,8 @@ def test_each_approach_is_registered_and_the_champion_only_improves(store):
 
 
 def test_a_full_profile_model_outranks_any_quick_one():
-    full = registry.Candidate("cnn", "a", "models:/m-a", "full", 0.80)
-    quick = registry.Candidate("cnn", "b", "models:/m-b", "quick", 0.95)
+    full = registry.Candidate("cnn", "a", "models:/m-a", "full", 0.80, 0.80)
+    quick = registry.Candidate("cnn", "b", "models:/m-b", "quick", 0.95, 0.95)
     assert full.rank > quick.rank
 
 
@@ -113,7 +113,7 @@ def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
     # A run as the course made them before the serving artifact: the bare model, a high score.
     tracking.use_experiment()
     with mlflow.start_run(tags={"model": "rf", "profile": "tiny", "variant": "default"}):
-        mlflow.log_metric("test_accuracy", 0.99)
+        mlflow.log_metrics({"validation_accuracy": 0.99, "test_accuracy": 0.99})
         bare = DummyClassifier().fit(np.zeros((2, 784)), [0, 1])
         mlflow.sklearn.log_model(bare, name="model", serialization_format="pickle")
     registry.register_best()
@@ -149,3 +149,23 @@ def test_upgrade_serves_old_keras_versions_through_onnx_with_the_same_answers(st
     assert (table["action"] == "kept").all()
     assert _versions("fashion-mnist") == [1, 2]
     assert registry.upgrade()["action"].tolist() == ["kept"] * 3
+
+
+def test_the_champion_is_chosen_on_validation_not_on_test(store):
+    forest = train("rf", profile=TINY)
+    dense = train("dense", profile=TINY)
+    # Make the two rankings disagree: the forest better on validation, the network on test.
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    for run, validation, test in ((forest, 0.90, 0.70), (dense, 0.80, 0.95)):
+        client.log_metric(run.run_id, "validation_accuracy", validation)
+        client.log_metric(run.run_id, "test_accuracy", test)
+    table = registry.register_best().set_index("model")
+    champion = registry.champion()
+    assert champion["run_id"] == forest.run_id and bool(table.loc["rf", "champion"])
+    assert champion["validation_accuracy"] == "0.900000" and champion["test_accuracy"] == "0.700000"
+    # A newer forest better on test but worse on validation does not replace it.
+    newer = train("rf", profile=TINY)
+    client.log_metric(newer.run_id, "validation_accuracy", 0.85)
+    client.log_metric(newer.run_id, "test_accuracy", 0.99)
+    registry.register_best()
+    assert registry.champion()["run_id"] == forest.run_id

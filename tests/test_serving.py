@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from fmnist_lib import preprocess, serving
+from fmnist_lib.catalogue import MODELS
 from fmnist_lib.config import Profile
 from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
 from fmnist_lib.preprocess import ImageError
-from fmnist_lib.training import MODELS, train
+from fmnist_lib.training import train
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 

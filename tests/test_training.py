@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,9 +13,10 @@ import pandas as pd
 import pytest
 
 from fmnist_lib import tracking
+from fmnist_lib.catalogue import MODELS, learning_rate_schedule
 from fmnist_lib.config import PROJECT_ROOT, Profile
 from fmnist_lib.data import IDX_FILES, load_fashion_mnist
-from fmnist_lib.training import MODELS, learning_rate_schedule, reuse_or_train, train
+from fmnist_lib.training import reuse_or_train, train, training_run
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 CLASS_METRICS = 10
@@ -217,3 +219,105 @@ def test_a_chapter_table_is_recorded_and_read_back(store):
     with pytest.raises(tracking.MissingRunError, match="run the chapter"):
         tracking.load_table("steps", "full")
     assert tracking.latest_runs("tiny").empty  # a table is not a model
+
+
+def _chapter_dense(units=512, steps_per_epoch=None):
+    """The dense network as chapter 3 writes it: layer list, compile with its schedule."""
+    import math
+
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Flatten(),
+            layers.Dense(units, activation="relu"),
+            layers.Dropout(0.4),
+            layers.Dense(256, activation="relu"),
+            layers.Dropout(0.4),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    steps = TINY.epochs * math.ceil(TINY.train_size / 128)
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=steps)
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _fit_in_run(model, data, name="dense", batch_size=128):
+    with training_run(name, data, TINY) as run:
+        model.fit(
+            *data.keras("train"), batch_size=batch_size, epochs=TINY.epochs,
+            validation_data=data.keras("val"), verbose=0,
+        )  # fmt: skip
+        return run.record(model)
+
+
+def test_a_chapter_fit_is_recorded_and_recognised_as_the_course_model(store):
+    data = load_fashion_mnist().for_profile(TINY)
+    result = _fit_in_run(_chapter_dense(), data)
+    run = mlflow.get_run(result.run_id)
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert tags["variant"] == "default" and tags["dataset"] == "course"
+    assert tags["family"] == "keras" and tags["profile"] == "tiny"
+    # MLflow's autolog read the optimiser and the fit; the catalogue names what was trained.
+    assert params["optimizer_name"] == "adam" and params["batch_size"] == "128"
+    assert params["hidden_units"] == "(512, 256)" and params["schedule"] == "cosine"
+    assert len(tracking.load_history(result.run_id)) == TINY.epochs
+    assert metrics["validation_accuracy"] == pytest.approx(result.validation_accuracy)
+    low, high = result.evaluation.accuracy_interval
+    assert metrics["test_accuracy_ci_low"] == pytest.approx(low) < result.accuracy < high
+    assert "learning_curves.png" in _artifacts(result.run_id)
+    # The command line and chapter 7 find it: no second training.
+    assert reuse_or_train("dense", profile=TINY).run_id == result.run_id
+
+
+@pytest.mark.parametrize("change", ["layer", "batch size", "data"])
+def test_an_edited_chapter_fit_is_a_custom_run(store, change):
+    data = load_fashion_mnist().for_profile(TINY)
+    model = _chapter_dense(units=64 if change == "layer" else 512)
+    if change == "data":
+        data = dataclasses.replace(data, x_train=data.x_train[:, ::-1])  # mirrored images
+    result = _fit_in_run(model, data, batch_size=64 if change == "batch size" else 128)
+    tags = mlflow.get_run(result.run_id).data.tags
+    assert tags["variant"] == "custom"
+    assert tags["dataset"] == ("modified" if change == "data" else "course")
+    assert tracking.latest_runs("tiny").empty  # later chapters never compare against it
+
+
+def test_a_chapter_pipeline_is_default_only_with_the_course_settings(store):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    data = load_fashion_mnist().for_profile(TINY)
+    variants = {}
+    for trees in (300, 30):
+        forest = make_pipeline(
+            RandomForestClassifier(n_estimators=trees, max_features="sqrt", n_jobs=-1,
+                                   random_state=7)
+        )  # fmt: skip
+        with training_run("rf", data, TINY) as run:
+            forest.fit(*data.sklearn("train"))
+            result = run.record(forest)
+        run_data = mlflow.get_run(result.run_id).data
+        variants[trees] = run_data.tags["variant"]
+        assert run_data.params["randomforestclassifier__n_estimators"] == str(trees)
+    assert variants == {300: "default", 30: "custom"}
+
+
+def test_a_run_left_without_record_is_failed_not_finished(store):
+    data = load_fashion_mnist().for_profile(TINY)
+    with pytest.warns(UserWarning, match="without `run.record"):
+        with training_run("rf", data, TINY):
+            pass
+    statuses = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])["status"]
+    assert statuses.tolist() == ["FAILED"]
+    assert tracking.find_runs().empty

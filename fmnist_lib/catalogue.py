@@ -1,0 +1,203 @@
+"""The models the course trains, by name: each one's builder, its hyperparameters for a profile,
+and how to tell whether a fitted model is that model as the course defines it.
+
+The chapters write their own `keras.Sequential([...])` and `make_pipeline(...)`; this catalogue
+is what the command line (``python -m fmnist_lib train NAME``), chapter 7 and the tests build,
+and what a chapter's run is compared with: a run is tagged ``variant=default`` only when it
+trained exactly the catalogue's model with the catalogue's settings, so that a student's edit
+never replaces the course's reference figures.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import models
+from .config import Profile
+
+# How Keras models are trained, beside the epochs that the profile sets.
+KERAS_FIT_DEFAULTS = {"batch_size": 128, "learning_rate": 1e-3, "schedule": "cosine"}
+FIT_PARAMS = ("epochs", *KERAS_FIT_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the course trains: its builder, the builder arguments that differ from the
+    builder's defaults, and whether it is a scikit-learn pipeline or a Keras network."""
+
+    name: str
+    family: str
+    builder: Callable
+    description: str
+    build_params: dict = field(default_factory=dict)
+    fit_params: dict = field(default_factory=dict)  # Keras: replaces KERAS_FIT_DEFAULTS
+
+    def default_params(self, profile: Profile) -> dict:
+        """Every hyperparameter with its value for ``profile``: the builder's arguments, then
+        for Keras the training settings."""
+        signature = inspect.signature(self.builder)
+        params = {name: p.default for name, p in signature.parameters.items() if name != "seed"}
+        params.update(self.build_params)
+        if self.family == "keras":
+            params.update(epochs=profile.epochs, **{**KERAS_FIT_DEFAULTS, **self.fit_params})
+        return params
+
+    def build(self, params: dict, seed: int | None = None):
+        """A new, unfitted model from its hyperparameters (training settings left out)."""
+        kwargs = {k: v for k, v in params.items() if k not in FIT_PARAMS}
+        return (
+            self.builder(**kwargs) if self.family == "keras" else self.builder(**kwargs, seed=seed)
+        )
+
+
+MODELS = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            "logreg", "sklearn", models.build_logistic_regression,
+            "Logistic (softmax) regression on the pixels",
+        ),
+        ModelSpec("svm", "sklearn", models.build_svm_pixels, "SVM (RBF) on PCA of the pixels"),
+        ModelSpec("svm-hog", "sklearn", models.build_svm_hog, "SVM (RBF) on HOG features"),
+        ModelSpec("rf", "sklearn", models.build_random_forest, "Random Forest on the pixels"),
+        ModelSpec("dense", "keras", models.build_dense, "Dense network, two hidden layers"),
+        ModelSpec("cnn", "keras", models.build_dropout_cnn, "CNN with dropout"),
+        ModelSpec(
+            "cnn-no-dropout",
+            "keras",
+            models.build_dropout_cnn,
+            "The same CNN without dropout",
+            {"conv_dropout": 0.0, "dense_dropout": 0.0},
+        ),
+        # Chapter 7. On 2 CPU cores zoom and rotation double the cost of an epoch of the
+        # dropout CNN; shifts, flips and erasing cost less. Chapter 7 times each one.
+        ModelSpec(
+            "cnn-aug",
+            "keras",
+            models.build_augmented_cnn,
+            "The CNN with dropout, trained on shifted, mirrored, erased images",
+            {"zoom": 0.0, "rotation": 0.0},
+        ),
+        ModelSpec(
+            "cnn-bn",
+            "keras",
+            models.build_bn_cnn,
+            "Deeper CNN with batch normalisation, shifts and flips, warm-up and cosine",
+            # Half the widths of build_bn_cnn's defaults: a third of the time per epoch here.
+            {"filters": (16, 32, 64), "zoom": 0.0, "rotation": 0.0, "erasing": 0.0},
+            {"learning_rate": 2e-3, "schedule": "warmup-cosine"},
+        ),
+    ]
+}  # fmt: skip
+
+
+def spec_named(name: str) -> ModelSpec:
+    """The catalogue's model ``name``; an unknown name is an error that lists the known ones."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}: choose one of {', '.join(MODELS)}.")
+    return MODELS[name]
+
+
+def learning_rate_schedule(params: dict, n_images: int):
+    """The learning rate, or its schedule over the run, for ``params`` (``learning_rate``,
+    ``schedule``, ``epochs``, ``batch_size``) on ``n_images`` training images."""
+    import keras
+
+    learning_rate = params["learning_rate"]
+    steps = params["epochs"] * -(-n_images // params["batch_size"])
+    if params["schedule"] == "cosine":
+        # Decays to zero over the whole run: large steps early, fine ones at the end.
+        return keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    if params["schedule"] == "warmup-cosine":
+        # Rises from 0 over the first two epochs (a twentieth of the run at most), while batch
+        # normalisation's statistics settle; then the same cosine decay.
+        warmup = min(2 * -(-n_images // params["batch_size"]), steps // 20)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, steps - warmup, warmup_target=learning_rate, warmup_steps=warmup
+        )
+    if params["schedule"] != "constant":
+        raise ValueError(
+            f"schedule must be 'constant', 'cosine' or 'warmup-cosine', not {params['schedule']!r}"
+        )
+    return learning_rate
+
+
+def compile_keras(model, params: dict, n_images: int) -> None:
+    """Compile a course network as the chapters do for training on ``n_images`` images: Adam
+    with the learning rate `learning_rate_schedule` gives, cross-entropy on class ids,
+    accuracy reported."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(params, n_images)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+# --- Is a fitted model the catalogue's? ------------------------------------------------------
+
+
+def _without_names(value):
+    """A Keras config with every ``name`` (and generated seed) left out: two networks built
+    from the same layer list compare equal whatever Keras numbered their layers."""
+    if isinstance(value, dict):
+        return {k: _without_names(v) for k, v in value.items() if k not in ("name", "seed")}
+    if isinstance(value, list | tuple):
+        return [_without_names(v) for v in value]
+    return value
+
+
+def _keras_signature(model, batch_size, epochs) -> dict:
+    """What defines a Keras training: the layers, the optimiser with its learning-rate
+    schedule, the loss, the batch size and the number of epochs."""
+    optimizer = getattr(model, "optimizer", None)
+    return {
+        "layers": [
+            (layer.__class__.__name__, _without_names(layer.get_config())) for layer in model.layers
+        ],
+        "input": tuple(model.input_shape),
+        "optimizer": None if optimizer is None else _without_names(optimizer.get_config()),
+        "optimizer_class": type(optimizer).__name__,
+        "loss": str(getattr(model, "loss", None)),
+        "batch_size": batch_size,
+        "epochs": epochs,
+    }
+
+
+def _sklearn_signature(estimator) -> dict:
+    """What defines a scikit-learn model: its steps' classes and every parameter that is a
+    plain value (nested estimators are described by their own entries)."""
+    from sklearn.base import BaseEstimator
+
+    return {
+        key: (type(value).__name__ if isinstance(value, BaseEstimator) else value)
+        for key, value in estimator.get_params(deep=True).items()
+        if not isinstance(value, list)  # a pipeline's ``steps``: its entries say it all
+    }
+
+
+def is_default(
+    name: str, model, profile: Profile, n_train: int, batch_size=None, epochs=None
+) -> bool:
+    """Whether ``model`` (fitted by a chapter, with ``batch_size`` and ``epochs`` for Keras)
+    is the catalogue's model ``name`` with its settings for ``profile``, on ``n_train``
+    training images."""
+    if name not in MODELS:
+        return False
+    spec = MODELS[name]
+    params = spec.default_params(profile)
+    reference = spec.build(params, seed=None)
+    if spec.family == "sklearn":
+        ours = _sklearn_signature(model)
+        theirs = _sklearn_signature(reference)
+        # The seed is the chapter's to choose (and SEED's to fix); not part of the model.
+        drop = {k for k in theirs if k.endswith("random_state")}
+        return {k: v for k, v in ours.items() if k not in drop} == {
+            k: v for k, v in theirs.items() if k not in drop
+        }
+    compile_keras(reference, params, n_train)
+    expected = _keras_signature(reference, params["batch_size"], params["epochs"])
+    return _keras_signature(model, batch_size, epochs) == expected

@@ -1,0 +1,124 @@
+"""Intervals, paired tests, learning-curve diagnosis, and the library's shape (no import cycle)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmnist_lib.evaluation import accuracy_interval, diagnose_fit, paired_comparison
+
+LIBRARY = Path(__file__).resolve().parent.parent / "fmnist_lib"
+
+
+def test_wilson_interval_matches_known_values():
+    # Reference values of the Wilson score interval (z = 1.96).
+    low, high = accuracy_interval(9200, 10000)
+    assert low == pytest.approx(0.91452, abs=1e-5) and high == pytest.approx(0.92516, abs=1e-5)
+    assert accuracy_interval(0, 10)[0] == 0 and accuracy_interval(0, 10)[1] == pytest.approx(
+        0.27753, abs=1e-5
+    )
+    assert accuracy_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        accuracy_interval(0, 0)
+
+
+def test_interval_shrinks_with_more_images():
+    narrow = np.subtract(*accuracy_interval(9200, 10000)[::-1])
+    wide = np.subtract(*accuracy_interval(920, 1000)[::-1])
+    assert wide > 3 * narrow
+
+
+def test_paired_comparison_counts_discordant_images_and_words_the_result():
+    truth = np.zeros(1000, dtype=int)
+    a = truth.copy()
+    b = truth.copy()
+    a[:10] = 1  # A wrong on 10 images
+    b[10:70] = 1  # B wrong on 60 others
+    result = paired_comparison(truth, a, b, "A", "B")
+    assert (result.only_a, result.only_b) == (60, 10)
+    assert result.p_value < 1e-6 and result.significant
+    assert result.verdict.startswith("A is better than B by 5.00 points")
+
+    close = b.copy()
+    close[70:75] = 1  # B wrong on 65: 60 vs 65 discordant pairs, no evidence either way
+    noisy = paired_comparison(truth, b, close, "B", "C")
+    assert not noisy.significant and "within noise" in noisy.verdict
+
+    same = paired_comparison(truth, a, a)
+    assert same.p_value == 1.0 and "within noise" in same.verdict
+
+
+def _history(val_loss, accuracy, val_accuracy):
+    n = len(val_loss)
+    return pd.DataFrame(
+        {
+            "loss": np.linspace(1, 0.1, n),
+            "accuracy": [accuracy] * n,
+            "val_loss": val_loss,
+            "val_accuracy": [val_accuracy] * n,
+        }
+    )
+
+
+def test_diagnosis_reads_overfitting_from_the_validation_loss():
+    rising = _history([0.5, 0.4, 0.35, 0.36, 0.40, 0.45], 0.99, 0.90)
+    d = diagnose_fit(rising)
+    assert d.overfits and d.best_epoch == 3 and d.gap == pytest.approx(9.0)
+    assert "overfits after epoch 3" in d.sentence and "memorises" in d.sentence
+
+
+def test_training_accuracy_below_validation_is_not_called_underfitting():
+    # Dropout's signature: Keras's training accuracy below validation, loss still falling.
+    d = diagnose_fit(_history([0.6, 0.5, 0.45, 0.42], 0.88, 0.90))
+    assert not d.overfits and d.best_epoch == 4 and d.gap == pytest.approx(-2.0)
+    assert "not underfitting" in d.sentence and "underfits" not in d.sentence.replace(
+        "not underfitting", ""
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    """The fmnist_lib modules a module imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:  # from . import x / from .x import y
+                if node.module:
+                    found.add(node.module.split(".")[0])
+                else:
+                    found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("fmnist_lib"):
+                parts = node.module.split(".")
+                if len(parts) > 1:
+                    found.add(parts[1])
+                else:
+                    found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("fmnist_lib."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+def test_the_library_has_no_import_cycle():
+    modules = {path.stem: path for path in LIBRARY.glob("*.py") if path.stem != "__init__"}
+    graph = {name: _imports(path) & set(modules) - {name} for name, path in modules.items()}
+    assert graph["training"] >= {"serving", "tracking"}  # the walk sees real imports
+
+    visiting, done = [], set()
+
+    def visit(name):
+        if name in done:
+            return
+        assert name not in visiting, " -> ".join([*visiting[visiting.index(name) :], name])
+        visiting.append(name)
+        for other in sorted(graph[name]):
+            visit(other)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
