@@ -151,7 +151,7 @@ def _cli(*args, store):
 def test_cli_trains_and_tracks(store):
     result = _cli("rf", "--profile", "quick", "--set", "n_estimators=10", store=store)
     assert result.returncode == 0, result.stderr
-    assert "rf: test accuracy 0." in result.stdout
+    assert "rf: validation accuracy 0." in result.stdout and "test accuracy 0." in result.stdout
     runs = tracking.find_runs()
     assert runs["tags.profile"].tolist() == ["quick"]
     assert runs["params.n_estimators"].tolist() == ["10"]
