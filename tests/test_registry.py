@@ -58,7 +58,7 @@ def test_each_approach_is_registered_and_the_champion_only_improves(store):
     assert set(table.index) == {"rf", "dense"}
     assert (table["action"] == "registered").all()
     assert _versions("fashion-mnist-rf") == [1] and _versions("fashion-mnist-dense") == [1]
-    leader = max((rf_tiny, dense), key=lambda r: r.accuracy)
+    leader = max((rf_tiny, dense), key=lambda r: r.validation_accuracy)
     champion = registry.champion()
     assert champion["run_id"] == leader.run_id and champion["version"] == "1"
     assert table.loc[leader.name, "champion"]
@@ -68,9 +68,11 @@ def test_each_approach_is_registered_and_the_champion_only_improves(store):
     assert (table["action"] == "kept").all()
     assert _versions("fashion-mnist") == [1]
 
-    # A better forest (five times the training images, the same test images) is promoted.
+    # A better forest (five times the training images, the same validation images) is promoted.
     rf_small = train("rf", profile=SMALL)
-    assert rf_small.accuracy > max(rf_tiny.accuracy, dense.accuracy)
+    assert rf_small.validation_accuracy > max(
+        rf_tiny.validation_accuracy, dense.validation_accuracy
+    )
     table = registry.register_best().set_index("model")
     assert table.loc["rf", "action"] == "registered" and table.loc["rf", "version"] == 2
     assert registry.champion()["run_id"] == rf_small.run_id
