@@ -12,6 +12,7 @@ import platform
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import PROJECT_ROOT
@@ -163,6 +164,29 @@ def load_history(run_id: str) -> pd.DataFrame:
         points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         columns[key] = [m.value for m in points]
     return pd.DataFrame(columns)
+
+
+PREDICTIONS_FILE = "predictions.json"
+
+
+def log_predictions(predictions: dict[str, np.ndarray]) -> None:
+    """Record a run's predicted class ids per split (``{"validation": ..., "test": ...}``), so
+    that later chapters compare two models image by image without running them again."""
+    import mlflow
+
+    mlflow.log_dict({k: np.asarray(v).tolist() for k, v in predictions.items()}, PREDICTIONS_FILE)
+
+
+def load_predictions(run_id: str) -> dict[str, np.ndarray]:
+    """The predictions `log_predictions` recorded in a run; `MissingRunError` if it has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        loaded = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PREDICTIONS_FILE}")
+    except (MlflowException, OSError) as err:
+        raise MissingRunError(f"Run {run_id} recorded no predictions.") from err
+    return {k: np.asarray(v, dtype=np.int64) for k, v in loaded.items()}
 
 
 SUMMARY_COLUMNS = {

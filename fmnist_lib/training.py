@@ -221,6 +221,7 @@ class TrainingRun:
             }
         )
         history = pd.DataFrame(model.history.history) if keras else None
+        tracking.log_predictions({"validation": val_pred, "test": y_pred})
         _log_artifacts(self.name, self.data, evaluation, history)
         model_uri = serving.log_model(model, family, self.data.split("test")[0]).model_uri
         self.result = TrainingResult(
@@ -315,6 +316,19 @@ def reuse_or_train(
             if uri is not None:
                 return _reload(spec, run, uri, params, data)
     return train(name, profile, verbose=verbose, **overrides)
+
+
+def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarray]:
+    """The class ids that the newest run of the course's model ``name`` predicted for the
+    ``validation`` and ``test`` images, as that run recorded them (a run made before runs
+    recorded predictions is reloaded and run again), for paired comparisons across chapters."""
+    profile = profile or get_profile()
+    run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
+    try:
+        return tracking.load_predictions(run["run_id"])
+    except tracking.MissingRunError:
+        result = reuse_or_train(name, profile)
+        return {"validation": result.validation.y_pred, "test": result.evaluation.y_pred}
 
 
 def _reload(spec, run, model_uri, params, data) -> TrainingResult:
