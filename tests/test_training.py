@@ -16,7 +16,7 @@ from fmnist_lib import tracking
 from fmnist_lib.catalogue import MODELS, learning_rate_schedule
 from fmnist_lib.config import PROJECT_ROOT, Profile
 from fmnist_lib.data import IDX_FILES, load_fashion_mnist
-from fmnist_lib.training import reuse_or_train, train, training_run
+from fmnist_lib.training import predictions, reuse_or_train, train, training_run
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 CLASS_METRICS = 10
@@ -278,6 +278,11 @@ def test_a_chapter_fit_is_recorded_and_recognised_as_the_course_model(store):
     assert "learning_curves.png" in _artifacts(result.run_id)
     # The command line and chapter 7 find it: no second training.
     assert reuse_or_train("dense", profile=TINY).run_id == result.run_id
+    # Later chapters compare it image by image from what the run recorded.
+    recorded = predictions("dense", TINY)
+    np.testing.assert_array_equal(recorded["test"], result.evaluation.y_pred)
+    np.testing.assert_array_equal(recorded["validation"], result.validation.y_pred)
+    assert len(recorded["validation"]) == len(data.y_val)
 
 
 @pytest.mark.parametrize("change", ["layer", "batch size", "data"])
