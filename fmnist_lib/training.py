@@ -172,14 +172,11 @@ class TrainingRun:
         epochs = getattr(model, "history", None) and model.history.params.get("epochs")
         return (int(batch) if batch not in (None, "None") else None), epochs
 
-    def record(self, model) -> TrainingResult:
-        """Evaluate the fitted ``model`` on the validation and test sets and log it all to this
-        run: scores, times, figures and the serving artifact. Returns what the fit produced."""
+    def _tag_variant(self, model, keras: bool) -> dict:
+        """Tag the run ``default`` (the catalogue's model and settings, on the course's data)
+        or ``custom``; returns the hyperparameters in the catalogue's terms, logged."""
         import mlflow
 
-        fit_time = time.perf_counter() - self._start
-        keras = _is_keras(model)
-        family = "keras" if keras else "sklearn"
         batch_size, epochs = self._fit_settings(model, keras)
         course_data = _same_data(self.data, self.profile)
         default = course_data and is_default(
@@ -187,7 +184,7 @@ class TrainingRun:
         )
         mlflow.set_tags(
             {
-                "family": family,
+                "family": "keras" if keras else "sklearn",
                 "variant": "default" if default else "custom",
                 "dataset": "course" if course_data else "modified",
             }
@@ -200,7 +197,12 @@ class TrainingRun:
             mlflow.log_params(params)
         if not keras:
             mlflow.log_params(_pipeline_params(model))
-        mlflow.log_metric("n_parameters", models.count_parameters(model))
+        return params
+
+    def _score(self, model, keras: bool) -> tuple[Evaluation, Evaluation, float]:
+        """(validation scores, test scores, seconds to predict the test set), logged with
+        each split's predicted class ids."""
+        import mlflow
 
         view = self.data.keras if keras else self.data.sklearn
         x_val, y_val = view("val")
@@ -215,18 +217,31 @@ class TrainingRun:
             {
                 **validation.metrics("validation_"),
                 **evaluation.metrics(),
-                "fit_time_s": fit_time,
+                "n_parameters": models.count_parameters(model),
                 "predict_time_s": predict_time,
                 "predict_ms_per_image": 1000 * predict_time / len(y_test),
             }
         )
-        history = pd.DataFrame(model.history.history) if keras else None
         tracking.log_predictions({"validation": val_pred, "test": y_pred})
+        return validation, evaluation, predict_time
+
+    def record(self, model) -> TrainingResult:
+        """Evaluate the fitted ``model`` on the validation and test sets and log it all to this
+        run: scores, times, figures and the serving artifact. Returns what the fit produced."""
+        import mlflow
+
+        fit_time = time.perf_counter() - self._start
+        mlflow.log_metric("fit_time_s", fit_time)
+        keras = _is_keras(model)
+        params = self._tag_variant(model, keras)
+        validation, evaluation, predict_time = self._score(model, keras)
+        history = pd.DataFrame(model.history.history) if keras else None
         _log_artifacts(self.name, self.data, evaluation, history)
+        family = "keras" if keras else "sklearn"
         model_uri = serving.log_model(model, family, self.data.split("test")[0]).model_uri
         self.result = TrainingResult(
             self.name, model, self.run.info.run_id, model_uri, params, evaluation, validation,
-            history, fit_time, predict_time, len(y_test),
+            history, fit_time, predict_time, len(evaluation.y_true),
         )  # fmt: skip
         return self.result
 
