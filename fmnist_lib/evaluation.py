@@ -191,9 +191,14 @@ class FitDiagnosis:
             )
         else:
             loss = (
-                f"The validation loss is at or near its lowest at the end (lowest at epoch "
-                f"{self.best_epoch} of {self.epochs}, {100 * self.rise:.0f}% above it at the "
-                "last): no sign of overfitting within this budget."
+                "The validation loss is at or near its lowest at the end ("
+                + (
+                    f"lowest at epoch {self.best_epoch} of {self.epochs}, "
+                    f"{100 * self.rise:.1f}% above that at the last"
+                    if self.best_epoch < self.epochs
+                    else "lowest at the last epoch"
+                )
+                + "): no sign of overfitting within this budget."
             )
         if self.gap < 0:
             accuracy = (
