@@ -60,7 +60,7 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         ).astype(np.float32)
 
     def transform(self, X):
-        X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
+        X = np.asarray(X, dtype=np.float32).reshape(len(X), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
         chunks = np.array_split(X, max(1, len(X) // 2000))
         parts = Parallel(n_jobs=self.n_jobs)(delayed(self._hog)(c) for c in chunks if len(c))
         return np.concatenate(parts) if parts else np.empty((0, self.n_features), np.float32)

@@ -97,12 +97,39 @@ def test_exploration_chapter_shows_computed_numbers(built_book):
     assert len(list((built_book / "_images").glob("*.png"))) >= 8, "figures are rendered"
 
 
+# A paired comparison as `PairedComparison.verdict` words it.
+VERDICT = r"(is better than .{1,80} by \d+\.\d\d points|differ by \d+\.\d\d points, within noise)"
+VERDICT += r" \(\d+ images right only for .{1,80}; McNemar p = [\d.e+-]+\)"
+
+
+def test_training_chapters_show_computed_numbers_and_paired_verdicts(built_book):
+    classical = page_text(built_book, "02_classical")
+    assert re.search(r"test set \(95% interval \d+\.\d% to \d+\.\d%\)", classical)
+    assert re.search(r"Is it really better\? .{0,400}" + VERDICT, classical)
+    assert re.search(
+        r"the course.s setting, C = 10 with gamma=\"scale\" \(0\.\d{3}\), is ", classical
+    )
+    dense = page_text(built_book, "03_dense")
+    assert re.search(r"The best of the three on the validation set is (0\.001|1e-05|0\.1)", dense)
+    assert re.search(r"Over \d seeds the validation accuracy spreads over \d+\.\d\d points", dense)
+    cnn = page_text(built_book, "04_cnn")
+    assert re.search(r"On the test set, image by image: .{0,120}" + VERDICT, cnn)
+    for text in (classical, dense, cnn):
+        assert "Failed to format" not in text and "Traceback" not in text
+
+
 def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
     compare = page_text(built_book, "05_compare")
-    assert re.search(r"The most accurate is the [\w ()-]+ at \d+\.\d\d%", compare)
-    assert re.search(r"The champion is the [\w ()-]+ \(\d+\.\d\d%\), version \d+", compare)
+    best = r"The best on the validation set is the [\w ()-]+, with \d+\.\d\d% on the test set"
+    assert re.search(best, compare)
+    champion = r"The champion is the [\w ()-]+ \(\d+\.\d\d% on the test set\), version \d+"
+    assert re.search(champion, compare)
     deploy = page_text(built_book, "08_deploy")
-    assert re.search(r"classifies the 2,000 test images at \d+\.\d\d%, as its run recorded", deploy)
+    assert re.search(
+        r"classifies the 2,000 test images at \d+\.\d\d% \(95% interval \d+\.\d\d% to "
+        r"\d+\.\d\d%\), as its run recorded",
+        deploy,
+    )
     assert re.search(r"The API answers [\w/ -]+ and [\w/ -]+; the true labels are", deploy)
     for text in (compare, deploy):
         assert "Failed to format" not in text and "Traceback" not in text
@@ -112,16 +139,23 @@ def test_custom_images_chapter_shows_computed_numbers(built_book):
     text = page_text(built_book, "06_custom")
     assert re.search(r"\d+\.\d% of 2,000 images, or \d\.\d out of ten", text)
     assert re.search(r"Negating alone takes the photos from \d+\.\d% to \d+\.\d%", text)
-    assert re.search(r"converted photos are -?\d+\.\d points behind", text)
+    assert re.search(r"image by image, .{0,80}" + VERDICT, text)
+    assert "not biased" not in text and "re-renderings of test images" in text
     assert "Failed to format" not in text and "Traceback" not in text
 
 
 def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
     improve = page_text(built_book, "07_improve")
     assert re.search(
-        r"moves the test accuracy from \d+\.\d\d% to \d+\.\d\d% \([+-]\d+\.\d\d points\)", improve
+        r"moves the test accuracy from \d+\.\d\d% to \d+\.\d\d% for \d+\.\d times the "
+        r"training time; image by image, " + VERDICT,
+        improve,
     )
-    assert re.search(r"The best single model, [\w ,+()-]+, reaches \d+\.\d\d%", improve)
+    assert re.search(
+        r"Chosen on the validation set, the best single model is [\w ,+()-]+, with \d+\.\d\d% on "
+        r"the test set",
+        improve,
+    )
     assert re.search(r"the course.s settings reach \d+\.\d\d% validation accuracy", improve)
     questions = page_text(built_book, "09_questions")
     assert re.search(r"\d+ finished runs of \d+ kinds, and \d+ registered models", questions)

@@ -269,7 +269,8 @@ def test_a_chapter_fit_is_recorded_and_recognised_as_the_course_model(store):
     assert tags["variant"] == "default" and tags["dataset"] == "course"
     assert tags["family"] == "keras" and tags["profile"] == "tiny"
     # MLflow's autolog read the optimiser and the fit; the catalogue names what was trained.
-    assert params["optimizer_name"] == "adam" and params["batch_size"] == "128"
+    # Keras numbers optimisers after the first one of a process: adam, adam_1, ...
+    assert params["optimizer_name"].startswith("adam") and params["batch_size"] == "128"
     assert params["hidden_units"] == "(512, 256)" and params["schedule"] == "cosine"
     assert len(tracking.load_history(result.run_id)) == TINY.epochs
     assert metrics["validation_accuracy"] == pytest.approx(result.validation_accuracy)
