@@ -335,15 +335,21 @@ def reuse_or_train(
 
 def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarray]:
     """The class ids that the newest run of the course's model ``name`` predicted for the
-    ``validation`` and ``test`` images, as that run recorded them (a run made before runs
-    recorded predictions is reloaded and run again), for paired comparisons across chapters."""
+    ``validation`` and ``test`` images, as that run recorded them, for paired comparisons across
+    chapters. A run made before runs recorded predictions is reloaded and run once, and its
+    predictions recorded in it."""
+    import mlflow
+
     profile = profile or get_profile()
     run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
     try:
         return tracking.load_predictions(run["run_id"])
     except tracking.MissingRunError:
         result = reuse_or_train(name, profile)
-        return {"validation": result.validation.y_pred, "test": result.evaluation.y_pred}
+        found = {"validation": result.validation.y_pred, "test": result.evaluation.y_pred}
+        with mlflow.start_run(run_id=run["run_id"]):
+            tracking.log_predictions(found)
+        return found
 
 
 def _reload(spec, run, model_uri, params, data) -> TrainingResult:

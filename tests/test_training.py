@@ -327,3 +327,16 @@ def test_a_run_left_without_record_is_failed_not_finished(store):
     statuses = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])["status"]
     assert statuses.tolist() == ["FAILED"]
     assert tracking.find_runs().empty
+
+
+def test_predictions_of_a_run_that_recorded_none_are_computed_once_and_recorded(store):
+    result = train("rf", profile=TINY)
+    # A run as the course logged them before predictions were recorded.
+    files = (store / "mlartifacts").rglob("predictions.json")
+    next(path for path in files if result.run_id in str(path)).unlink()
+    with pytest.raises(tracking.MissingRunError):
+        tracking.load_predictions(result.run_id)
+    found = predictions("rf", TINY)
+    np.testing.assert_array_equal(found["test"], result.evaluation.y_pred)
+    np.testing.assert_array_equal(tracking.load_predictions(result.run_id)["test"], found["test"])
+    assert len(tracking.find_runs("tiny", "rf")) == 1  # reloaded, not trained again
