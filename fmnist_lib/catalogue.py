@@ -169,13 +169,15 @@ def _keras_signature(model, batch_size, epochs) -> dict:
 
 def _sklearn_signature(estimator) -> dict:
     """What defines a scikit-learn model: its steps' classes and every parameter that is a
-    plain value (nested estimators are described by their own entries)."""
+    plain value (nested estimators are described by their own entries). Seeds are left out:
+    they are the chapter's to choose (and SEED's to fix), not part of the model."""
     from sklearn.base import BaseEstimator
 
     return {
         key: (type(value).__name__ if isinstance(value, BaseEstimator) else value)
         for key, value in estimator.get_params(deep=True).items()
-        if not isinstance(value, list)  # a pipeline's ``steps``: its entries say it all
+        # A pipeline's ``steps`` list: its entries say it all.
+        if not isinstance(value, list) and not key.endswith("random_state")
     }
 
 
@@ -191,13 +193,7 @@ def is_default(
     params = spec.default_params(profile)
     reference = spec.build(params, seed=None)
     if spec.family == "sklearn":
-        ours = _sklearn_signature(model)
-        theirs = _sklearn_signature(reference)
-        # The seed is the chapter's to choose (and SEED's to fix); not part of the model.
-        drop = {k for k in theirs if k.endswith("random_state")}
-        return {k: v for k, v in ours.items() if k not in drop} == {
-            k: v for k, v in theirs.items() if k not in drop
-        }
+        return _sklearn_signature(model) == _sklearn_signature(reference)
     compile_keras(reference, params, n_train)
     expected = _keras_signature(reference, params["batch_size"], params["epochs"])
     return _keras_signature(model, batch_size, epochs) == expected
