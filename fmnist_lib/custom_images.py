@@ -141,6 +141,124 @@ def render_product_photo(image: np.ndarray, rng: np.random.Generator) -> Image.I
     return Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8))
 
 
+def _fabric(rng: np.random.Generator) -> np.ndarray:
+    """A fabric's reflectance (RGB in 0-1): any hue, from pale to deep, never close to white."""
+    import colorsys
+
+    hue, saturation, value = rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.12, 0.6)
+    return np.array(colorsys.hsv_to_rgb(hue, saturation, value))
+
+
+def _placed_item(image: np.ndarray, rng: np.random.Generator, sizes: tuple[int, int],
+                 tilt: float) -> tuple[np.ndarray, int, int]:  # fmt: skip
+    """The item's coverage (0-1) of a Fashion-MNIST image, enlarged and tilted, placed
+    off-centre on a larger canvas; also the item's size in pixels."""
+    size = 28 * int(rng.integers(*sizes))
+    enlarged = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
+    tilted = enlarged.rotate(rng.uniform(-tilt, tilt), Image.Resampling.BICUBIC, expand=True)
+    amount = np.asarray(tilted, dtype=np.float32) / 255
+    height, width = int(amount.shape[0] * rng.uniform(1.25, 1.7)), int(
+        amount.shape[1] * rng.uniform(1.25, 1.8))
+    coverage = np.zeros((height, width), dtype=np.float32)
+    top = int(rng.integers(0, height - amount.shape[0] + 1))
+    left = int(rng.integers(0, width - amount.shape[1] + 1))
+    coverage[top : top + amount.shape[0], left : left + amount.shape[1]] = amount
+    return coverage, size
+
+
+def _blurred(values: np.ndarray, sigma: float, shift: tuple[float, float] = (0, 0)) -> np.ndarray:
+    """``values`` shifted and blurred (Gaussian, ``sigma`` pixels), computed at a quarter of
+    the blur's scale and enlarged back: the same soft result, a hundred times faster."""
+    from scipy import ndimage
+
+    step = max(1, int(sigma // 4))
+    small = values[::step, ::step]
+    small = ndimage.shift(small, (shift[0] / step, shift[1] / step), order=1, mode="constant")
+    small = ndimage.gaussian_filter(small, sigma / step)
+    height, width = values.shape
+    enlarged = Image.fromarray(small.astype(np.float32), mode="F").resize(
+        (width, height), Image.Resampling.BILINEAR)
+    return np.asarray(enlarged, dtype=np.float32)
+
+
+def _drop_shadow(coverage: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """How much light a soft drop shadow takes from the backdrop (0 = none): the item's
+    silhouette blurred and shifted below and to one side, at most a quarter of the light."""
+    shift = (size * rng.uniform(0.02, 0.06), size * rng.uniform(-0.06, 0.06))
+    shadow = _blurred(coverage, size * rng.uniform(0.02, 0.05), shift)
+    return np.float32(rng.uniform(0.1, 0.25) / max(float(shadow.max()), 1e-9)) * shadow
+
+
+def _lighting(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Studio light on a seamless backdrop: a vertical gradient (grey at one end, full light at
+    the other) times a vignette that darkens the corners."""
+    height, width = shape
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    x = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+    top, bottom = rng.uniform(0.72, 0.88), 1.0
+    if rng.random() < 0.5:
+        top, bottom = bottom, top
+    gradient = top + (bottom - top) * y
+    radius = x**2 + ((y - 0.5) * 2) ** 2
+    return gradient * (1 - np.float32(rng.uniform(0.05, 0.15)) * radius)
+
+
+def _as_photo(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    pixels += np.float32(1.5) * rng.standard_normal(pixels.shape, dtype=np.float32)
+    return Image.fromarray(np.clip(np.rint(pixels, out=pixels), 0, 255).astype(np.uint8))
+
+
+def render_studio_photo(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A Fashion-MNIST image as an online shop's product photo: a coloured item, tilted a few
+    degrees, 280 to 980 pixels tall, on a light seamless backdrop that is not uniform (a
+    vertical gradient from grey to white, a vignette, a faint tint) with a soft drop shadow."""
+    coverage, size = _placed_item(image, rng, (10, 36), tilt=6)
+    backdrop = (rng.uniform(0.9, 0.98) - rng.uniform(0, 0.05, 3)).astype(np.float32)
+    shadow = _drop_shadow(coverage, size, rng)
+    amount = coverage[..., None]
+    reflectance = (1 - amount) * backdrop * (1 - shadow[..., None]) + amount * _fabric(rng).astype(np.float32)
+    return _as_photo(np.float32(255) * reflectance * _lighting(coverage.shape, rng)[..., None], rng)
+
+
+def _texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A textured surface (RGB reflectance): wood grain, a woven fabric or floor tiles."""
+    height, width = shape
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    kind = int(rng.integers(3))
+    base = rng.uniform(0.35, 0.85) * np.array([1.0, rng.uniform(0.75, 1), rng.uniform(0.5, 1)])
+    if kind == 0:  # wood: wavy stripes of varying width
+        warp = _blurred(rng.normal(0, 1, shape), 20) * 400
+        pattern = 0.5 + 0.5 * np.sin((y + warp) / rng.uniform(4, 12))
+    elif kind == 1:  # woven fabric: a fine cross-hatch
+        period = rng.uniform(3, 8)
+        pattern = 0.5 + 0.25 * (np.sin(x / period) + np.sin(y / period))
+    else:  # tiles: a grid of slightly different squares with dark joints
+        tile = int(rng.integers(40, 120))
+        shades = rng.uniform(0.8, 1.0, (height // tile + 1, width // tile + 1))
+        pattern = shades[(y // tile).astype(int), (x // tile).astype(int)]
+        pattern[(y % tile < 3) | (x % tile < 3)] = 0.4
+    pattern += rng.normal(0, 0.08, shape)
+    return np.clip(base * (0.75 + 0.25 * pattern[..., None]), 0, 1)
+
+
+def render_cluttered_photo(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A Fashion-MNIST image photographed on a textured surface (a table, a fabric, a floor)
+    under uneven light: the case the conversion is not built for."""
+    coverage, size = _placed_item(image, rng, (8, 24), tilt=10)
+    surface = _texture(coverage.shape, rng)
+    shadow = _drop_shadow(coverage, size, rng)
+    amount = coverage[..., None]
+    reflectance = (1 - amount) * surface * (1 - shadow[..., None]) + amount * _fabric(rng).astype(np.float32)
+    return _as_photo(np.float32(255) * reflectance * _lighting(coverage.shape, rng)[..., None], rng)
+
+
+STYLES = {
+    "plain": render_product_photo,
+    "studio": render_studio_photo,
+    "cluttered": render_cluttered_photo,
+}
+
+
 @dataclass(frozen=True)
 class CustomImage:
     file: str
@@ -148,16 +266,17 @@ class CustomImage:
     class_name: str
     kind: str  # "drawn" or "photo"
     source: int  # the test image a photo was made from; -1 for a drawing
+    style: str = ""  # a photo's rendering, one of STYLES; "" for a drawing
 
 
 LABELS_FILE = "labels.csv"
 
 
-def encode(image: Image.Image, fmt: str) -> bytes:
-    """A picture as the file bytes `generate` writes: JPEG (quality 90) or PNG."""
+def encode(image: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    """A picture as the file bytes `generate` writes: JPEG (quality 90 by default) or PNG."""
     buffer = io.BytesIO()
     if fmt == "JPEG":
-        image.save(buffer, format="JPEG", quality=90)
+        image.save(buffer, format="JPEG", quality=quality)
     else:
         image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -165,12 +284,17 @@ def encode(image: Image.Image, fmt: str) -> bytes:
 
 def generate(
     folder: Path, test_images: np.ndarray, test_labels: np.ndarray, per_class: int = 3,
-    photos: int = 60, seed: int = 0,
+    photos: int = 60, seed: int = 0, styles: tuple[str, ...] = ("plain",),
 ) -> list[CustomImage]:  # fmt: skip
-    """Write ``per_class`` drawings of each class and ``photos`` product photos of test images
-    (an even spread over the test set, JPEG and PNG in turn) into ``folder``, with
-    ``labels.csv``. The same arguments give the same files, byte for byte. Files are written
-    under temporary names and renamed, so an interrupted run leaves no half-written image."""
+    """Write ``per_class`` drawings of each class and, for each of ``styles`` (see `STYLES`),
+    ``photos`` product photos of test images (an even spread over the test set, the same
+    images in every style) into ``folder``, with ``labels.csv``. Plain photos alternate JPEG
+    and PNG; studio and cluttered ones are JPEGs of quality 75 to 92, as shops publish them.
+    The same arguments give the same files, byte for byte. Files are written under temporary
+    names and renamed, so an interrupted run leaves no half-written image."""
+    unknown = set(styles) - set(STYLES)
+    if unknown:
+        raise ValueError(f"unknown style {sorted(unknown)}: choose from {sorted(STYLES)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -182,19 +306,29 @@ def generate(
             data = encode(draw_garment(class_id, rng), fmt)
             items.append((CustomImage(stem, class_id, name, "drawn", -1), data))
     picks = np.linspace(0, len(test_images) - 1, num=photos, dtype=int) if photos else []
-    for k, index in enumerate(picks):
-        fmt = "JPEG" if k % 2 == 0 else "PNG"
-        label = int(test_labels[index])
-        stem = f"photo_{int(index):05d}.{'jpg' if fmt == 'JPEG' else 'png'}"
-        data = encode(render_product_photo(test_images[index], rng), fmt)
-        items.append((CustomImage(stem, label, CLASS_NAMES[label], "photo", int(index)), data))
+    for style in styles:
+        # The plain style draws from the main generator, so that its files stay those of
+        # earlier versions; each other style has its own stream.
+        style_rng = rng if style == "plain" else np.random.default_rng([seed, list(STYLES).index(style)])
+        for k, index in enumerate(picks):
+            label = int(test_labels[index])
+            picture = STYLES[style](test_images[index], style_rng)
+            if style == "plain":
+                fmt, quality = ("JPEG" if k % 2 == 0 else "PNG"), 90
+                stem = f"photo_{int(index):05d}.{'jpg' if fmt == 'JPEG' else 'png'}"
+            else:
+                fmt, quality = "JPEG", int(style_rng.integers(75, 93))
+                stem = f"{style}_{int(index):05d}.jpg"
+            item = CustomImage(stem, label, CLASS_NAMES[label], "photo", int(index), style)
+            items.append((item, encode(picture, fmt, quality)))
     for item, data in items:
         _write_atomic(folder / item.file, data)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["file", "label", "class_name", "kind", "source"])
+    writer.writerow(["file", "label", "class_name", "kind", "source", "style"])
     for item, _ in items:
-        writer.writerow([item.file, item.label, item.class_name, item.kind, item.source])
+        writer.writerow([item.file, item.label, item.class_name, item.kind, item.source,
+                         item.style])  # fmt: skip
     _write_atomic(folder / LABELS_FILE, text.getvalue().encode())
     return [item for item, _ in items]
 
@@ -210,6 +344,7 @@ def read_labels(folder: Path) -> list[CustomImage]:
     with open(Path(folder) / LABELS_FILE, newline="") as f:
         return [
             CustomImage(row["file"], int(row["label"]), row["class_name"], row["kind"],
-                        int(row["source"]))
+                        int(row["source"]),
+                        row.get("style") or ("plain" if row["kind"] == "photo" else ""))
             for row in csv.DictReader(f)
         ]  # fmt: skip

@@ -102,6 +102,10 @@ def close_to(out: np.ndarray, sample: np.ndarray, bound: float) -> bool:
 def test_a_product_photo_comes_back_as_its_fashion_mnist_image(sample):
     steps = preprocess.fashion_mnist_steps(product_photo(sample))
     assert list(steps) == [
+        "grey", "backdrop", "mask", "dark item on light", "trimmed", "resized", "centred",
+        "negated", "stretched",
+    ]  # fmt: skip
+    assert list(preprocess.fashion_mnist_steps(product_photo(sample), segment=False)) == [
         "grey", "dark item on light", "trimmed", "resized", "centred", "negated", "stretched",
     ]  # fmt: skip
     assert max(steps["resized"].shape) == 28
@@ -172,3 +176,89 @@ def test_an_animation_gives_its_first_frame(sample):
 def test_a_blank_picture_is_refused(colour):
     with pytest.raises(ImageError, match="blank"):
         preprocess.prepare(encode(Image.new("RGB", (300, 200), (colour,) * 3), "PNG"))
+
+
+# --- real backdrops: gradient, vignette, tint, shadow -------------------------------------------
+
+
+def studio_photo(sample: np.ndarray, shadow: float = 0.2, tilt_light: bool = True):
+    """The sample as a coloured item on a backdrop lit from above (grey at the top, white at
+    the bottom, darker corners, a warm tint) with a soft shadow below and right of it; also
+    where the item is."""
+    from scipy import ndimage
+
+    size, height, width, top, left = 280, 480, 560, 90, 110
+    coverage = np.zeros((height, width))
+    item = Image.fromarray(sample).resize((size, size), Image.Resampling.BICUBIC)
+    coverage[top : top + size, left : left + size] = np.asarray(item) / 255
+    cast = ndimage.gaussian_filter(ndimage.shift(coverage, (40, 30), order=1), 12)
+    y = np.linspace(0, 1, height)[:, None]
+    x = np.linspace(-1, 1, width)[None, :]
+    light = (0.78 + 0.22 * y if tilt_light else 1.0) * (1 - 0.12 * (x**2 + (2 * y - 1) ** 2))
+    backdrop = np.array([0.97, 0.94, 0.9]) * (1 - shadow * cast / max(cast.max(), 1e-9))[..., None]
+    fabric = np.array([0.55, 0.15, 0.2])  # a red garment
+    amount = coverage[..., None]
+    pixels = 255 * light[..., None] * ((1 - amount) * backdrop + amount * fabric)
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)), coverage > 0.05
+
+
+def test_the_backdrop_model_follows_a_gradient_and_a_vignette(sample):
+    photo, _ = studio_photo(np.zeros_like(sample), shadow=0)
+    rgb = np.asarray(photo, dtype=np.uint8)
+    model = preprocess.backdrop_model(rgb)
+    assert np.abs(model - rgb).max() < 4  # a quadratic surface, to a few grey levels
+    # The picture spans 50 grey levels from top to bottom: no single level would do.
+    assert np.ptp(rgb[..., 1]) > 50
+
+
+def test_the_mask_finds_the_item_and_leaves_its_shadow_out(sample):
+    photo, truth = studio_photo(sample)
+    steps = preprocess.fashion_mnist_steps(photo)
+    mask = steps["mask"] > 0
+    small = np.asarray(Image.fromarray(truth).resize(mask.shape[::-1]))
+    rows, cols = np.nonzero(mask)
+    true_rows, true_cols = np.nonzero(small)
+    assert abs(rows.min() - true_rows.min()) <= 2 and abs(cols.min() - true_cols.min()) <= 2
+    # The shadow falls below and right of the item. The mask enters it only as deep as the
+    # item's soft edge is grown, while what differs from the backdrop reaches much further.
+    depth = round(preprocess.EDGE_DEPTH * max(mask.shape))
+    assert rows.max() - true_rows.max() <= depth and cols.max() - true_cols.max() <= depth
+    rgb = np.asarray(preprocess._working_copy(photo))
+    differs = np.abs(1 - rgb / preprocess.backdrop_model(rgb)).max(axis=2) > 0.05
+    shadow = differs & ~small
+    shadow_rows, _ = np.nonzero(shadow)
+    assert shadow_rows.max() - true_rows.max() > 1.5 * depth
+    assert (shadow & mask).sum() < 0.5 * shadow.sum()
+    assert (mask & small).sum() / (mask | small).sum() > 0.75
+
+
+def test_a_studio_photo_comes_back_close_to_its_fashion_mnist_image(sample):
+    photo, _ = studio_photo(sample)
+    converted = _roundtrip(photo.convert("RGB"), "JPEG", quality=80)
+    # The dataset's own recipe alone keeps the whole picture: the border is not one grey.
+    recipe = preprocess.to_fashion_mnist(photo, segment=False)
+    error = np.abs(converted.astype(int) - sample).mean()
+    assert error < 0.6 * np.abs(recipe.astype(int) - sample).mean()
+
+
+def test_a_gradient_with_nothing_on_it_is_refused_as_blank(sample):
+    photo, _ = studio_photo(np.zeros_like(sample), shadow=0)
+    noisy = np.asarray(photo, dtype=np.float64) + np.random.default_rng(0).normal(0, 2, (480, 560, 3))
+    with pytest.raises(ImageError, match="blank"):
+        preprocess.prepare(encode(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), "JPEG"))
+
+
+def test_an_item_touching_the_edges_keeps_its_backdrop(sample):
+    # A dataset image enlarged: its item touches the left and right edges.
+    big = Image.fromarray(sample).resize((280, 280), Image.Resampling.NEAREST).convert("RGB")
+    steps = preprocess.fashion_mnist_steps(big)
+    assert steps["backdrop"].min() >= 250
+    assert close_to(steps["stretched"], sample, 3)
+
+
+def test_a_large_photo_is_converted_at_the_working_size(sample):
+    photo, _ = studio_photo(sample)
+    large = photo.resize((2800, 2400), Image.Resampling.BICUBIC)
+    steps = preprocess.fashion_mnist_steps(large)
+    assert max(steps["grey"].shape) == preprocess.WORK_SIZE
+    assert close_to(steps["stretched"], preprocess.to_fashion_mnist(photo), 6)
