@@ -157,8 +157,10 @@ def _placed_item(image: np.ndarray, rng: np.random.Generator, sizes: tuple[int, 
     enlarged = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
     tilted = enlarged.rotate(rng.uniform(-tilt, tilt), Image.Resampling.BICUBIC, expand=True)
     amount = np.asarray(tilted, dtype=np.float32) / 255
-    height, width = int(amount.shape[0] * rng.uniform(1.25, 1.7)), int(
-        amount.shape[1] * rng.uniform(1.25, 1.8))
+    height, width = (
+        int(amount.shape[0] * rng.uniform(1.25, 1.7)),
+        int(amount.shape[1] * rng.uniform(1.25, 1.8)),
+    )
     coverage = np.zeros((height, width), dtype=np.float32)
     top = int(rng.integers(0, height - amount.shape[0] + 1))
     left = int(rng.integers(0, width - amount.shape[1] + 1))
@@ -177,7 +179,8 @@ def _blurred(values: np.ndarray, sigma: float, shift: tuple[float, float] = (0, 
     small = ndimage.gaussian_filter(small, sigma / step)
     height, width = values.shape
     enlarged = Image.fromarray(small.astype(np.float32), mode="F").resize(
-        (width, height), Image.Resampling.BILINEAR)
+        (width, height), Image.Resampling.BILINEAR
+    )
     return np.asarray(enlarged, dtype=np.float32)
 
 
@@ -216,7 +219,8 @@ def render_studio_photo(image: np.ndarray, rng: np.random.Generator) -> Image.Im
     backdrop = (rng.uniform(0.9, 0.98) - rng.uniform(0, 0.05, 3)).astype(np.float32)
     shadow = _drop_shadow(coverage, size, rng)
     amount = coverage[..., None]
-    reflectance = (1 - amount) * backdrop * (1 - shadow[..., None]) + amount * _fabric(rng).astype(np.float32)
+    fabric = _fabric(rng).astype(np.float32)
+    reflectance = (1 - amount) * backdrop * (1 - shadow[..., None]) + amount * fabric
     return _as_photo(np.float32(255) * reflectance * _lighting(coverage.shape, rng)[..., None], rng)
 
 
@@ -248,7 +252,8 @@ def render_cluttered_photo(image: np.ndarray, rng: np.random.Generator) -> Image
     surface = _texture(coverage.shape, rng)
     shadow = _drop_shadow(coverage, size, rng)
     amount = coverage[..., None]
-    reflectance = (1 - amount) * surface * (1 - shadow[..., None]) + amount * _fabric(rng).astype(np.float32)
+    fabric = _fabric(rng).astype(np.float32)
+    reflectance = (1 - amount) * surface * (1 - shadow[..., None]) + amount * fabric
     return _as_photo(np.float32(255) * reflectance * _lighting(coverage.shape, rng)[..., None], rng)
 
 
@@ -309,7 +314,8 @@ def generate(
     for style in styles:
         # The plain style draws from the main generator, so that its files stay those of
         # earlier versions; each other style has its own stream.
-        style_rng = rng if style == "plain" else np.random.default_rng([seed, list(STYLES).index(style)])
+        stream = list(STYLES).index(style)
+        style_rng = rng if style == "plain" else np.random.default_rng([seed, stream])
         for k, index in enumerate(picks):
             label = int(test_labels[index])
             picture = STYLES[style](test_images[index], style_rng)

@@ -193,8 +193,9 @@ def backdrop_model(rgb: np.ndarray) -> np.ndarray:
     c = coefficients.astype(np.float32)
     model = np.empty((height, width, 3), dtype=np.float32)
     for k in range(3):
-        model[..., k] = (c[0, k] + c[1, k] * u + c[3, k] * u * u) + v * (c[2, k] + c[4, k] * u
-                                                                         + c[5, k] * v)
+        model[..., k] = (c[0, k] + c[1, k] * u + c[3, k] * u * u) + v * (
+            c[2, k] + c[4, k] * u + c[5, k] * v
+        )
     return np.clip(model, 1.0, 255.0)
 
 

@@ -7,7 +7,10 @@ bytes to probabilities.
 
 Input: a table with one column ``image``; each cell is an image file (PNG, JPEG, WebP, GIF or
 BMP) as base64 text or raw bytes, or a 28x28 array of grey levels 0-255. Output: one row per
-image with ``class_id``, ``class_name`` and ``probabilities`` (10 floats, in class-id order).
+image with ``class_id``, ``class_name``, ``probabilities`` (10 floats, in class-id order, as the
+model gives them), ``confidence`` (the calibrated probability of the answer: temperature scaling
+fitted on the validation set) and ``sure`` (false when the confidence is below the threshold
+chosen on the validation set: the answer is then more likely wrong than usual, "not sure").
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pandas as pd
 
 from . import preprocess
 from .data import CLASS_NAMES, IMAGE_SHAPE, INPUT_SHAPE, keras_input, sklearn_input
+from .evaluation import Calibration
 from .preprocess import ImageError
 
 # MLflow 3.17 compares a column index with a range when saving an input example; pandas 3
@@ -122,18 +126,20 @@ class Classifier(mlflow.pyfunc.PythonModel):
     pyfunc model. Use `from_model` in a session; MLflow calls `load_context` when it loads
     the logged artifact."""
 
-    def __init__(self, family: str | None = None):
+    def __init__(self, family: str | None = None, calibration: Calibration | None = None):
         if family not in (None, *_NATIVE_FILE):
             raise ValueError(f"family must be 'keras' or 'sklearn', not {family!r}")
         self.family = family
+        # An artifact logged without a calibration (or before there was one) is always sure.
+        self.calibration = calibration or Calibration()
         self._model = None
         self._native_path = None
         self._forward = None
         self._onnx = None
 
     @classmethod
-    def from_model(cls, model, family: str) -> Classifier:
-        classifier = cls(family)
+    def from_model(cls, model, family: str, calibration: Calibration | None = None) -> Classifier:
+        classifier = cls(family, calibration)
         classifier._attach(model)
         return classifier
 
@@ -167,6 +173,10 @@ class Classifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.family = context.model_config["family"]
+        self.calibration = Calibration(
+            float(context.model_config.get("temperature", 1.0)),
+            float(context.model_config.get("threshold", 0.0)),
+        )
         self._native_path = context.artifacts["model"]
         if "onnx" in context.artifacts:
             # A tenth of TensorFlow's time per image, and no TensorFlow import at start-up.
@@ -204,11 +214,14 @@ class Classifier(mlflow.pyfunc.PythonModel):
         """Class id, class name and probabilities for every image of the input."""
         proba = self.predict_proba(to_images(model_input))
         ids = proba.argmax(axis=1)
+        confidence = self.calibration.confidence(proba)
         return pd.DataFrame(
             {
                 "class_id": ids.astype(np.int64),
                 "class_name": [CLASS_NAMES[i] for i in ids],
                 "probabilities": [row.tolist() for row in proba],
+                "confidence": confidence,
+                "sure": confidence >= self.calibration.threshold,
             }
         )
 
@@ -305,10 +318,15 @@ def _requirements(family: str) -> list[str]:
     return pins
 
 
-def log_model(model, family: str, example_images: np.ndarray, name: str = "model"):
+def log_model(
+    model, family: str, example_images: np.ndarray, name: str = "model",
+    calibration: Calibration | None = None,
+):  # fmt: skip
     """Log ``model`` wrapped as the serving artifact in the active MLflow run. The input
     example is two of ``example_images`` as base64 PNG, as the API receives them; the size of
-    the model file is logged as the metric ``model_size_mb``. Returns
+    the model file is logged as the metric ``model_size_mb``; ``calibration`` (from the
+    validation set: `evaluation.calibrate`) goes into the artifact, and is logged as the
+    metrics ``temperature`` and ``not_sure_threshold``. Returns
     the `mlflow.models.model.ModelInfo` (its ``model_uri`` loads the artifact back)."""
     import mlflow
     from mlflow.models import ModelSignature
@@ -325,12 +343,20 @@ def log_model(model, family: str, example_images: np.ndarray, name: str = "model
                 ColSpec("long", "class_id"),
                 ColSpec("string", "class_name"),
                 ColSpec(Array("double"), "probabilities"),
+                ColSpec("double", "confidence"),
+                ColSpec("boolean", "sure"),
             ]
         ),
     )
     with tempfile.TemporaryDirectory() as folder:
         native = save_native(model, family, Path(folder))
         mlflow.log_metric("model_size_mb", native.stat().st_size / 2**20)
+        calibration = calibration or Calibration()
+        if calibration != Calibration():
+            mlflow.log_metrics(
+                {"temperature": calibration.temperature,
+                 "not_sure_threshold": calibration.threshold}
+            )  # fmt: skip
         artifacts = {"model": str(native)}
         if family == "keras":
             onnx = export_onnx(model, Path(folder), example_images[:256])
@@ -343,7 +369,11 @@ def log_model(model, family: str, example_images: np.ndarray, name: str = "model
             return mlflow.pyfunc.log_model(
                 name=name,
                 python_model=Path(__file__).with_name("_serving_model.py"),
-                model_config={"family": family},
+                model_config={
+                    "family": family,
+                    "temperature": calibration.temperature,
+                    "threshold": calibration.threshold,
+                },
                 artifacts=artifacts,
                 signature=signature,
                 input_example=example,

@@ -32,7 +32,7 @@ from . import models, plots, serving, tracking
 from .catalogue import MODELS, compile_keras, is_default, spec_named
 from .config import SEED, Profile, get_profile
 from .data import IDX_FILES, FashionMNIST, load_fashion_mnist
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, calibrate, evaluate
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,9 +199,9 @@ class TrainingRun:
             mlflow.log_params(_pipeline_params(model))
         return params
 
-    def _score(self, model, keras: bool) -> tuple[Evaluation, Evaluation, float]:
-        """(validation scores, test scores, seconds to predict the test set), logged with
-        each split's predicted class ids."""
+    def _score(self, model, keras: bool):
+        """(validation scores, test scores, seconds to predict the test set, calibration on
+        the validation set or None), logged with each split's predicted class ids."""
         import mlflow
 
         view = self.data.keras if keras else self.data.sklearn
@@ -223,7 +223,9 @@ class TrainingRun:
             }
         )
         tracking.log_predictions({"validation": val_pred, "test": y_pred})
-        return validation, evaluation, predict_time
+        # The "not sure" threshold is chosen on validation; an SVM has votes, not probabilities.
+        calibration = calibrate(val_proba, y_val) if val_proba is not None else None
+        return validation, evaluation, predict_time, calibration
 
     def record(self, model) -> TrainingResult:
         """Evaluate the fitted ``model`` on the validation and test sets and log it all to this
@@ -234,11 +236,12 @@ class TrainingRun:
         mlflow.log_metric("fit_time_s", fit_time)
         keras = _is_keras(model)
         params = self._tag_variant(model, keras)
-        validation, evaluation, predict_time = self._score(model, keras)
+        validation, evaluation, predict_time, calibration = self._score(model, keras)
         history = pd.DataFrame(model.history.history) if keras else None
         _log_artifacts(self.name, self.data, evaluation, history)
         family = "keras" if keras else "sklearn"
-        model_uri = serving.log_model(model, family, self.data.split("test")[0]).model_uri
+        examples = self.data.split("test")[0]
+        model_uri = serving.log_model(model, family, examples, calibration=calibration).model_uri
         self.result = TrainingResult(
             self.name, model, self.run.info.run_id, model_uri, params, evaluation, validation,
             history, fit_time, predict_time, len(evaluation.y_true),

@@ -122,3 +122,50 @@ def test_the_library_has_no_import_cycle():
 
     for name in sorted(graph):
         visit(name)
+
+
+# --- calibration and the "not sure" threshold ----------------------------------------------------
+
+
+def _overconfident(n=4000, true_temperature=2.5, seed=0):
+    """Labels drawn from known probabilities, and those probabilities sharpened as an
+    over-confident network would give them (temperature 1 / true_temperature)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, 10))
+    logits[np.arange(n), rng.integers(0, 10, n)] += 2
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(10, p=p) for p in truth])
+    sharp = np.exp(logits * true_temperature)
+    return sharp / sharp.sum(axis=1, keepdims=True), labels
+
+
+def test_temperature_scaling_recovers_a_known_over_confidence():
+    from fmnist_lib.evaluation import fit_temperature, reliability, with_temperature
+
+    proba, labels = _overconfident()
+    temperature = fit_temperature(proba, labels)
+    assert temperature == pytest.approx(2.5, rel=0.1)
+    correct = proba.argmax(axis=1) == labels
+    before = reliability(proba.max(axis=1), correct)
+    after = reliability(with_temperature(proba, temperature).max(axis=1), correct)
+    gap = lambda t: float(np.average(abs(t["confidence"] - t["accuracy"]), weights=t["images"]))  # noqa: E731
+    assert gap(after) < 0.03 < gap(before)
+    assert (with_temperature(proba, temperature).argmax(axis=1) == proba.argmax(axis=1)).all()
+
+
+def test_the_threshold_withholds_answers_more_likely_wrong_than_right():
+    from fmnist_lib.evaluation import calibrate, choose_threshold, withholding
+
+    proba, labels = _overconfident()
+    calibration = calibrate(proba, labels)
+    # Calibrated, an answer below about 0.5 is as likely wrong as right.
+    assert 0.35 < calibration.threshold < 0.65
+    confidence = calibration.confidence(proba)
+    correct = proba.argmax(axis=1) == labels
+    effect = withholding(confidence, correct, calibration.threshold)
+    assert effect["wrong stopped"] > effect["right withheld"]
+    assert effect["accuracy of the answers given"] > correct.mean()
+    # Withholding never pays when every answer is right.
+    assert choose_threshold(confidence, np.ones_like(correct)) == 0.0
+    # The cut falls between two answers: 2 wrong below 0.3, 2 right above.
+    assert choose_threshold(np.array([0.1, 0.2, 0.4, 0.9]), np.array([0, 0, 1, 1])) == pytest.approx(0.3)

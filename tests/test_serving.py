@@ -19,6 +19,7 @@ from fmnist_lib.preprocess import ImageError
 from fmnist_lib.training import train
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
+COLUMNS = ["class_id", "class_name", "probabilities", "confidence", "sure"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_the_logged_artifact_predicts_what_the_trained_model_predicts(trained, t
     classifier = serving.load(result.model_uri)
     images, _ = test_images
     out = classifier.classify(images)
-    assert list(out.columns) == ["class_id", "class_name", "probabilities"]
+    assert list(out.columns) == COLUMNS
 
     x = images.astype(np.float32) / 255
     if name == "cnn":
@@ -135,3 +136,34 @@ def test_serving_through_onnx_never_imports_tensorflow(trained, sample_png):
     assert result.returncode == 0, result.stderr[-2000:]
     name, tensorflow, keras = result.stdout.split("\n")[-2].rsplit(" ", 2)
     assert name in CLASS_NAMES and (tensorflow, keras) == ("False", "False")
+
+
+def test_the_artifact_carries_the_calibration_chosen_on_validation(trained):
+    from fmnist_lib.evaluation import calibrate
+
+    result = trained["cnn"]
+    classifier = serving.load(result.model_uri)
+    data = load_fashion_mnist().for_profile(TINY)
+    x_val, y_val = data.split("val")
+    expected = calibrate(classifier.predict_proba(x_val), y_val)
+    assert classifier.calibration.temperature == pytest.approx(expected.temperature, rel=1e-3)
+    assert classifier.calibration.threshold == pytest.approx(expected.threshold, abs=1e-3)
+    metrics = mlflow.get_run(result.run_id).data.metrics
+    assert metrics["not_sure_threshold"] == pytest.approx(expected.threshold, abs=1e-6)
+    # The SVM's votes are not probabilities: no threshold, always sure.
+    svm = serving.load(trained["svm"].model_uri)
+    assert svm.calibration.threshold == 0 and svm.classify(x_val[:20])["sure"].all()
+
+
+def test_answers_below_the_threshold_are_not_sure_and_above_are(trained):
+    classifier = serving.load(trained["cnn"].model_uri)
+    threshold = classifier.calibration.threshold
+    assert 0 < threshold < 1  # a 2-epoch network on 600 images has answers to withhold
+    images = load_fashion_mnist().x_test[:500]
+    out = classifier.classify(images)
+    sure = out["sure"].to_numpy()
+    assert sure.any() and not sure.all()
+    assert (out["confidence"][sure] >= threshold).all()
+    assert (out["confidence"][~sure] < threshold).all()
+    # Temperature scaling never changes the answer, only how sure it is.
+    assert out["class_id"].tolist() == np.stack(out["probabilities"]).argmax(axis=1).tolist()

@@ -92,7 +92,9 @@ def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
     loaded = mlflow.pyfunc.load_model(result.model_uri)
     example = mlflow.models.Model.load(result.model_uri).load_input_example()
     prediction = loaded.predict(example)
-    assert list(prediction.columns) == ["class_id", "class_name", "probabilities"]
+    assert list(prediction.columns) == [
+        "class_id", "class_name", "probabilities", "confidence", "sure",
+    ]  # fmt: skip
     x = load_fashion_mnist().for_profile(TINY).keras("test")[0][:2]
     expected = result.model.predict(x if keras else x.reshape(2, -1))
     if expected.ndim == 2:
