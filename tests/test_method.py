@@ -168,4 +168,5 @@ def test_the_threshold_withholds_answers_more_likely_wrong_than_right():
     # Withholding never pays when every answer is right.
     assert choose_threshold(confidence, np.ones_like(correct)) == 0.0
     # The cut falls between two answers: 2 wrong below 0.3, 2 right above.
-    assert choose_threshold(np.array([0.1, 0.2, 0.4, 0.9]), np.array([0, 0, 1, 1])) == pytest.approx(0.3)
+    cut = choose_threshold(np.array([0.1, 0.2, 0.4, 0.9]), np.array([0, 0, 1, 1]))
+    assert cut == pytest.approx(0.3)
