@@ -87,6 +87,24 @@ def test_real_test_images_get_the_labels_the_model_gives(api, test_set, encoding
     assert (proba.argmax(axis=1) == labels).mean() >= 0.7
 
 
+def test_the_answer_says_not_sure_below_the_validation_threshold(api):
+    url, classifier = api
+    threshold = classifier.calibration.threshold
+    assert 0 < threshold < 1
+    images = load_fashion_mnist().x_test[:400]
+    confidence = classifier.classify(images)["confidence"].to_numpy()
+    # One image the model is sure of and one it is not, as the served artifact judges them.
+    picks = [int(confidence.argmax()), int(confidence.argmin())]
+    assert confidence[picks[0]] >= threshold > confidence[picks[1]]
+    status, answer = post(url, _split(*(b64(preprocess.encode_png(images[i])) for i in picks)))
+    assert status == 200, answer
+    sure, unsure = answer["predictions"]
+    assert sure["sure"] is True and unsure["sure"] is False
+    # The class is still given, with its calibrated confidence.
+    assert unsure["class_name"] == CLASS_NAMES[unsure["class_id"]]
+    assert unsure["confidence"] == pytest.approx(confidence[picks[1]], abs=1e-6)
+
+
 def test_records_format_mixes_bytes_and_arrays(api, test_set):
     url, _ = api
     images, labels = test_set
