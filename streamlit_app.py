@@ -145,11 +145,17 @@ def inputs() -> list[predictions.Item]:
 def show_prediction(model: registry.Registered, classifier, examined, proba, heat) -> None:
     best = int(proba.argmax())
     label = examined.item.label
-    text = f"{CLASS_NAMES[best]} ({proba[best]:.0%})"
-    if label is None or label == best:
-        st.success(f"{model.short}: {text}" + (" ✓ right" if label is not None else ""))
+    confidence = float(classifier.calibration.confidence(proba[None])[0])
+    answer = f"{CLASS_NAMES[best]} ({confidence:.0%})"
+    if label is not None:
+        answer += " ✓ right" if label == best else f", but the true class is {CLASS_NAMES[label]}"
+    if confidence < classifier.calibration.threshold:
+        # Below the threshold chosen on the validation set: as likely wrong as right.
+        st.warning(f"{model.short}: not sure. Perhaps {answer}", icon="❓")
+    elif label is not None and label != best:
+        st.warning(f"{model.short}: {answer}")
     else:
-        st.warning(f"{model.short}: {text}, but the true class is {CLASS_NAMES[label]}")
+        st.success(f"{model.short}: {answer}")
     # The top 3 as bars. Not st.bar_chart: its first chart costs 2 s (Altair) on 2 cores.
     score = "" if classifier.has_probabilities else " of the SVM's votes"
     top = predictions.top_classes(proba)
@@ -211,6 +217,12 @@ def main() -> None:
         models = [chosen] + ([labels[other]] if other in labels else [])
         show_steps = st.toggle("Show the preprocessing steps", key="steps")
         show_maps = st.toggle("Show where the network looked", value=True, key="maps")
+        st.caption(
+            "How a photo becomes the 28x28 image the model sees (the backdrop, the mask, the "
+            "dataset's own steps), and when the app says *not sure*: chapter 6 of the course, "
+            "*Custom images, and why they fail* (`book/06_custom.md`; `./course book` builds it "
+            "into `_build/html/06_custom.html`)."
+        )
     for model in models:
         start_loading(model.uri)
 
@@ -237,7 +249,11 @@ def main() -> None:
         else:
             heats.append([None] * len(shown))
 
-    table = predictions.results_table(examined, outputs)
+    calibrations = {
+        model.short: classifier.calibration
+        for model, classifier in zip(models, classifiers, strict=True)
+    }
+    table = predictions.results_table(examined, outputs, calibrations)
     usable = sum(e.ok for e in examined)
     st.subheader(f"{usable} of {len(examined)} images classified")
     st.dataframe(table, hide_index=True)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import custom_images, preprocess
 from .data import CLASS_NAMES
+from .evaluation import Calibration
 from .preprocess import ImageError
 
 PREVIEW = 256  # longest edge of the pictures kept for display
@@ -93,11 +94,14 @@ def top_classes(probabilities: np.ndarray, k: int = 3) -> pd.DataFrame:
 
 
 def results_table(
-    examined: list[Examined], predictions: dict[str, list[np.ndarray | None]]
+    examined: list[Examined],
+    predictions: dict[str, list[np.ndarray | None]],
+    calibrations: dict[str, Calibration] | None = None,
 ) -> pd.DataFrame:
     """One row per image: its name, source and true class (when known), then for each model
     (``predictions`` maps a model's name to `predict`'s output) the predicted class, its
-    probability and whether it is right; ``error`` says why an image was not classified."""
+    probability, whether the model is sure of it (when ``calibrations`` gives the model's)
+    and whether it is right; ``error`` says why an image was not classified."""
     rows = []
     for k, e in enumerate(examined):
         label = e.item.label
@@ -111,6 +115,10 @@ def results_table(
             best = int(np.argmax(proba)) if proba is not None else None
             row[f"{model}: class"] = CLASS_NAMES[best] if best is not None else ""
             row[f"{model}: probability"] = float(proba[best]) if best is not None else np.nan
+            if calibrations and model in calibrations:
+                row[f"{model}: sure"] = (
+                    bool(calibrations[model].sure(proba[None])[0]) if best is not None else None
+                )
             row[f"{model}: right"] = (
                 (best == label) if best is not None and label is not None else None
             )

@@ -75,12 +75,17 @@ def test_picking_test_images_classifies_them_with_the_champion(app, app_store, t
     assert table[f"{champion.short}: class"].tolist() == expected
     right = [p == CLASS_NAMES[labels[i]] for p, i in zip(expected, indexes, strict=True)]
     assert table[f"{champion.short}: right"].tolist() == right
-    # One verdict per image: a success when right, a warning naming the true class when wrong.
-    assert len(app.success) == sum(right) and len(app.warning) == 10 - sum(right)
+    # The served artifact's own "sure" flags, from the threshold chosen on validation.
+    sure = serving.load(champion.uri).classify(images[indexes])["sure"].tolist()
+    assert table[f"{champion.short}: sure"].tolist() == sure
+    # One verdict per image: a success when right and sure; a warning (amber) when the model
+    # is not sure, or names the true class when it is sure and wrong.
+    confident_and_right = sum(r and s for r, s in zip(right, sure, strict=True))
+    assert len(app.success) == confident_and_right
+    assert len(app.warning) == 10 - confident_and_right
     for box in app.warning:
-        assert (
-            box.value.startswith(f"{champion.short}: ") and ", but the true class is " in box.value
-        )
+        assert box.value.startswith(f"{champion.short}: ")
+        assert "not sure" in box.value or ", but the true class is " in box.value
     # Input, what the model sees and, for a network, where it looked: three pictures each.
     assert len(app.image) == 30
     assert not app.error
@@ -101,9 +106,29 @@ def test_switching_and_comparing_models(app, app_store, test_set):
     assert table[f"{other.short}: class"].tolist() == _predicted(other, images)
     assert table[f"{champion.short}: class"].tolist() == _predicted(champion, images)
     assert len(app.success) + len(app.warning) == 6  # each image, by each model
+    assert "chapter 6" in " ".join(c.value for c in app.sidebar.caption)
 
     app.toggle(key="maps").set_value(False).run()
     assert len(app.image) == 6  # the input and what the model sees; no maps
+
+
+def test_an_answer_below_the_threshold_says_not_sure_in_amber(app, app_store, test_set):
+    champion = app_store[1][0]
+    classifier = serving.load(champion.uri)
+    gallery = [name for name in app.multiselect(key="test_picks").options]
+    indexes = [int(name.split("#")[1].split(" ")[0]) for name in gallery]
+    answers = classifier.classify(test_set[0][indexes])
+    unsure = answers.index[~answers["sure"]].tolist()
+    sure = answers.index[answers["sure"]].tolist()
+    assert unsure and sure  # a two-epoch network on a few thousand images has both
+    picks = [f"test #{indexes[unsure[0]]}", f"test #{indexes[sure[0]]}"]
+    app.multiselect(key="test_picks").set_value(picks).run()
+    first, second = _table(app)[f"{champion.short}: sure"].tolist()
+    assert first is False and second is True
+    not_sure = [box for box in app.warning if "not sure" in box.value]
+    assert len(not_sure) == 1
+    assert not_sure[0].value.startswith(f"{champion.short}: not sure. Perhaps ")
+    assert CLASS_NAMES[int(answers["class_id"][unsure[0]])] in not_sure[0].value
 
 
 def test_uploads_good_and_bad_each_get_an_answer(app, app_store, test_set):
