@@ -408,3 +408,20 @@ def gradient_descent_paths(paths: dict[str, np.ndarray], loss) -> Figure:
     np.atleast_1d(axes)[0].set_ylabel("loss")
     fig.tight_layout()
     return fig
+
+
+def reliability_diagram(tables: dict[str, pd.DataFrame]) -> Figure:
+    """Accuracy against confidence, one line per table of `evaluation.reliability` (bins of
+    confidence with their mean confidence, accuracy and number of images). On the diagonal, a
+    model is as sure as it is right; below it, over-confident."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
+    for name, table in tables.items():
+        ax.plot(table["confidence"], table["accuracy"], marker="o", label=name)
+    ax.set_xlabel("confidence (probability of the answer)")
+    ax.set_ylabel("accuracy of those answers")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -138,8 +138,14 @@ def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
 def test_custom_images_chapter_shows_computed_numbers(built_book):
     text = page_text(built_book, "06_custom")
     assert re.search(r"\d+\.\d% of 2,000 images, or \d\.\d out of ten", text)
-    assert re.search(r"Negating alone takes the photos from \d+\.\d% to \d+\.\d%", text)
+    assert re.search(r"negating alone takes the model from \d+\.\d% to \d+\.\d%", text)
     assert re.search(r"image by image, .{0,80}" + VERDICT, text)
+    assert re.search(
+        r"Modelling the backdrop and masking the item gives \d+\.\d%; image by image, "
+        r"the full conversion .{0,40}" + VERDICT,
+        text,
+    )
+    assert re.search(r"The threshold chosen on validation is 0\.\d\d", text)
     assert "not biased" not in text and "re-renderings of test images" in text
     assert "Failed to format" not in text and "Traceback" not in text
 
