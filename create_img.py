@@ -2,11 +2,14 @@
 $FMNIST_GENERATED_DIR), with labels.csv. The app offers them in its "Generated images" tab.
 
 Two kinds: garments drawn from scratch for all ten classes (random colour, size, position,
-rotation, background and texture), and real test images re-rendered as product photos (a dark
-coloured item on a light background, enlarged and off-centre, as JPEG and PNG). The same seed
-gives the same files, byte for byte.
+rotation, background and texture), and real test images re-rendered as product photos, in one
+or more styles: plain (a dark coloured item on a uniform light background, enlarged and
+off-centre, as JPEG and PNG), studio (a shop's product photo: a gradient and vignetted backdrop,
+a soft shadow, a tilt, coloured fabric, JPEG, several sizes) or cluttered (on a textured table,
+fabric or floor). The same seed gives the same files, byte for byte.
 
-    python create_img.py                      # 5 drawings per class, 100 photos, seed 0
+    python create_img.py                      # 5 drawings per class, 100 plain photos, seed 0
+    python create_img.py --style studio --style cluttered --photos 500
     python create_img.py --per-class 20 --photos 1000 --seed 1 --out /tmp/images
 """
 
@@ -27,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=100, help="product photos (100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument(
+        "--style",
+        action="append",
+        choices=["plain", "studio", "cluttered"],
+        help="product photo style, repeatable (plain)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=generated_dir(), help="output folder (generated_images/)"
     )
     args = parser.parse_args(argv)
@@ -43,13 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         images = custom_images.generate(
-            args.out, data.x_test, data.y_test, args.per_class, args.photos, args.seed
-        )
+            args.out, data.x_test, data.y_test, args.per_class, args.photos, args.seed,
+            styles=tuple(dict.fromkeys(args.style or ["plain"])),
+        )  # fmt: skip
     except OSError as err:
         print(f"error: cannot write to {args.out}: {err.strerror}", file=sys.stderr)
         return 1
     drawn = sum(image.kind == "drawn" for image in images)
-    print(f"{drawn} drawings and {len(images) - drawn} photos in {args.out}/ (seed {args.seed})")
+    styles = ", ".join(dict.fromkeys(image.style for image in images if image.style))
+    print(
+        f"{drawn} drawings and {len(images) - drawn} photos ({styles or 'none'}) in {args.out}/ "
+        f"(seed {args.seed})"
+    )
     return 0
 
 

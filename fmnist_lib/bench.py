@@ -331,6 +331,17 @@ def _rate(predict: Callable, batch) -> float:
     return len(batch) / (time.perf_counter() - start)
 
 
+def _studio_jpeg(image: np.ndarray) -> bytes:
+    """A test image rendered as a studio product photo (gradient, vignette, shadow, tilt),
+    1000x1000, as a JPEG of quality 85: what a user uploads from a shop's page."""
+    from PIL import Image
+
+    from . import custom_images
+
+    picture = custom_images.render_studio_photo(image, np.random.default_rng(0))
+    return custom_images.encode(picture.resize((1000, 1000), Image.Resampling.BICUBIC), "JPEG", 85)
+
+
 def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
     import mlflow.pyfunc
 
@@ -362,6 +373,18 @@ def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
         target = None if smoke or part not in targets else ("<=", targets[part])
         report.add("inference", f"one 28x28 PNG, {part}: p50", p50, "ms", target)
         report.add("inference", f"one 28x28 PNG, {part}: p99", p99, "ms")
+    photo = _studio_jpeg(images[0])
+    for label, segment in [("full conversion", True), ("dataset recipe alone", False)]:
+        seconds = _timed(
+            lambda segment=segment: preprocess.to_fashion_mnist(preprocess.decode(photo), segment),
+            10 if smoke else 300,
+            warmup=3,
+        )
+        p50, p99 = percentiles(seconds)
+        target = ("<=", 50.0) if segment and not smoke else None
+        measure = f"one 1000x1000 studio JPEG, decode + {label}"
+        report.add("inference", f"{measure}: p50", p50, "ms", target)
+        report.add("inference", f"{measure}: p99", p99, "ms")
     p50, _ = percentiles(_timed(lambda: classifier.classify([pngs[0]]), repeats // 3))
     report.add("inference", "one PNG through classify() (with its output table): p50", p50, "ms")
     pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)

@@ -77,7 +77,17 @@ def test_create_img_command_line(tmp_path):
     assert "10 drawings and 2 photos" in result.stdout
     assert len(custom_images.read_labels(tmp_path / "x")) == 12
     help_text = run_create_img("--help").stdout
-    assert "--seed" in help_text and "--per-class" in help_text
+    assert "--seed" in help_text and "--per-class" in help_text and "--style" in help_text
+    result = run_create_img(
+        "--per-class", "0", "--photos", "3", "--style", "studio", "--style", "cluttered",
+        "--out", str(tmp_path / "y"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "0 drawings and 6 photos (studio, cluttered)" in result.stdout
+    styles = [i.style for i in custom_images.read_labels(tmp_path / "y")]
+    assert styles == ["studio"] * 3 + ["cluttered"] * 3
+    bad_style = run_create_img("--style", "watercolour")
+    assert bad_style.returncode == 2 and "--style" in bad_style.stderr
     bad = run_create_img("--photos", "-1")
     assert bad.returncode == 2 and "--photos" in bad.stderr and "Traceback" not in bad.stderr
     blocked = tmp_path / "file"
@@ -85,3 +95,26 @@ def test_create_img_command_line(tmp_path):
     result = run_create_img("--out", str(blocked))
     assert result.returncode == 1 and "cannot write" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_studio_photos_are_real_shop_photos_that_the_full_conversion_undoes(tmp_path, test_set):
+    images = custom_images.generate(
+        tmp_path, *test_set, per_class=0, photos=30, seed=0, styles=("studio",)
+    )
+    sizes, full, recipe = [], [], []
+    for item in images:
+        data = (tmp_path / item.file).read_bytes()
+        picture = preprocess.decode(data)
+        assert data[:3] == b"\xff\xd8\xff" and item.style == "studio"  # a JPEG
+        sizes.append(max(picture.size))
+        rgb = np.asarray(picture.convert("RGB"), dtype=np.float64)
+        # Not one grey: the border spans a gradient and a vignette, several grey levels wide.
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).mean(axis=1)
+        assert np.ptp(border) > 15
+        original = test_set[0][item.source]
+        for errors, segment in [(full, True), (recipe, False)]:
+            converted = preprocess.to_fashion_mnist(picture, segment).astype(int)
+            errors.append(np.abs(converted - original).mean())
+    assert max(sizes) > 2 * min(sizes)  # several sizes
+    # Measured here: about 20 grey levels on average for the full conversion, 60 for the recipe.
+    assert np.mean(full) < 0.5 * np.mean(recipe)
