@@ -203,7 +203,8 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     """Where the item is: pixels whose colour differs from the modelled backdrop (relative
     difference, largest over the three channels, so that a yellow shirt on white counts) by
     more than Otsu's threshold and than `SHADOW_SHARE` of the item's typical difference;
-    specks removed, pieces much smaller than the largest dropped, holes filled."""
+    specks removed, grown `EDGE_DEPTH` into its soft edge, pieces much smaller than the largest
+    dropped, holes filled."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
@@ -259,9 +260,8 @@ def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, n
         background = 255 - background
     if segment:
         backdrop = backdrop_model(rgb)
-        steps["backdrop"] = np.rint(
-            np.asarray(Image.fromarray(np.rint(backdrop).astype(np.uint8)).convert("L"))
-        ).astype(np.uint8)
+        backdrop_rgb = Image.fromarray(np.rint(backdrop).astype(np.uint8))
+        steps["backdrop"] = np.asarray(backdrop_rgb.convert("L"))
         mask = item_mask(rgb, backdrop)
         steps["mask"] = mask.astype(np.uint8) * 255
         evened = np.clip(np.float32(255) * rgb / backdrop, 0, 255)
