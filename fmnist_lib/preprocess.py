@@ -140,6 +140,8 @@ SHADOW_SHARE = 0.45
 PIECE_SHARE = 0.02
 # How deep (a share of the picture's longest edge) the item is grown into its soft edge.
 EDGE_DEPTH = 0.04
+# An item whose colour channels differ by more than this (in reflectance, 0-1) is coloured.
+COLOURED = 0.1
 # Below this (in reflectance, 0-1) a difference is JPEG noise or backdrop texture.
 NOISE_LEVEL = 0.06
 
@@ -208,7 +210,8 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
-    difference = np.abs(1 - rgb / backdrop).max(axis=2)  # float32, as the backdrop
+    ratio = rgb / backdrop  # float32, as the backdrop
+    difference = np.abs(1 - ratio).max(axis=2)
     distance = ndimage.uniform_filter(difference, 3)  # JPEG blocks and sensor noise
     threshold = max(float(threshold_otsu(distance)), NOISE_LEVEL)
     above = distance[distance > threshold]
@@ -217,9 +220,16 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     mask = ndimage.binary_opening(distance > threshold, iterations=1)
     # The fabric's soft edge is below the threshold: grow the item into pixels that differ from
     # the backdrop at all (by more than the dataset's 5%), a few pixels deep only. This joins a
-    # faint strap to its bag; a shadow that touches the item is entered as deep, no deeper.
+    # faint strap to its bag. A shadow only darkens the backdrop, keeping its hue: around a
+    # coloured item, the growth keeps to pixels with some of the item's colour, and leaves the
+    # shadow out; around a grey one, it cannot tell them apart.
+    edge = difference > TRIM_TOLERANCE / 255
+    hue = ndimage.uniform_filter(ratio.max(axis=2) - ratio.min(axis=2), 3)
+    item_hue = float(np.median(hue[mask])) if mask.any() else 0.0
+    if item_hue > COLOURED:
+        edge &= hue > item_hue / 4
     depth = max(1, round(EDGE_DEPTH * max(mask.shape)))
-    mask = ndimage.binary_dilation(mask, iterations=depth, mask=difference > TRIM_TOLERANCE / 255)
+    mask = ndimage.binary_dilation(mask, iterations=depth, mask=edge)
     labels, count = ndimage.label(mask)
     if count > 1:
         areas = np.bincount(labels.ravel())[1:]
