@@ -142,6 +142,12 @@ PIECE_SHARE = 0.02
 EDGE_DEPTH = 0.04
 # An item whose colour channels differ by more than this (in reflectance, 0-1) is coloured.
 COLOURED = 0.1
+# A leaning item is turned upright when one of these angles (degrees, either way) makes it
+# mirror-symmetric: at least this share of it matches its mirror image, this much more than
+# upright.
+MAX_TILT = 10
+SYMMETRY = 0.9
+SYMMETRY_GAIN = 0.04
 # Below this (in reflectance, 0-1) a difference is JPEG noise or backdrop texture.
 NOISE_LEVEL = 0.06
 
@@ -237,6 +243,37 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
+def tilt(mask: np.ndarray) -> float:
+    """The angle (degrees, counter-clockwise) by which a mirror-symmetric item leans, or 0.
+    Most of Fashion-MNIST's items (tops, trousers, dresses, coats, bags) stand upright and are
+    symmetric about a vertical axis: the angle within `MAX_TILT` that makes the mask most
+    symmetric is its lean, if the item is symmetric there (`SYMMETRY` of its area or more)
+    and clearly more than upright. Shoes, not symmetric, are left as they are."""
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        return 0.0
+    box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    crop = Image.fromarray(box.astype(np.uint8) * 255)
+    scale = 64 / max(crop.size)  # the angle, not the detail, matters: a small mask will do
+    crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))))
+
+    def symmetry(angle: float) -> float:
+        turned = np.asarray(crop.rotate(-angle, Image.Resampling.BILINEAR, expand=True)) > 127
+        r, c = np.nonzero(turned)
+        if len(r) == 0:
+            return 0.0
+        item = turned[r.min() : r.max() + 1, c.min() : c.max() + 1]
+        return float((item & item[:, ::-1]).sum() / max((item | item[:, ::-1]).sum(), 1))
+
+    angles = np.arange(-MAX_TILT, MAX_TILT + 1)
+    scores = [symmetry(a) for a in angles]
+    best = int(np.argmax(scores))
+    upright = scores[MAX_TILT]
+    if scores[best] >= SYMMETRY and scores[best] - upright > SYMMETRY_GAIN:
+        return float(angles[best])
+    return 0.0
+
+
 def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, np.ndarray]:
     """Convert any picture of one item the way Fashion-MNIST was made from Zalando's product
     photos, returning every intermediate image (uint8 arrays, in order) for display:
@@ -278,6 +315,22 @@ def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, n
         grey = np.asarray(Image.fromarray(np.rint(evened).astype(np.uint8)).convert("L"))
         grey = np.where(mask, grey, 255).astype(np.uint8)
         background = 255.0
+        angle = tilt(mask)
+        if angle:
+            # Turn it back upright, as Fashion-MNIST's items stand.
+            grey = np.asarray(
+                Image.fromarray(grey).rotate(
+                    -angle, Image.Resampling.BILINEAR, expand=True, fillcolor=255
+                )
+            )
+            mask = (
+                np.asarray(
+                    Image.fromarray(mask.astype(np.uint8) * 255).rotate(
+                        -angle, Image.Resampling.BILINEAR, expand=True
+                    )
+                )
+                > 127
+            )
         rows, cols = np.nonzero(mask)
     steps["dark item on light"] = grey
     if not segment:
