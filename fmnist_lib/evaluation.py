@@ -138,7 +138,8 @@ class PairedComparison:
         """The comparison in words, from the test: which model is better, or that the
         difference is within noise."""
         points = 100 * abs(self.difference)
-        evidence = f"{self.only_a} images right only for {self.name_a}, {self.only_b} only for "
+        images = "image" if self.only_a == 1 else "images"
+        evidence = f"{self.only_a} {images} right only for {self.name_a}, {self.only_b} only for "
         evidence += f"{self.name_b}; McNemar p = {self.p_value:.2g}"
         if not self.significant:
             return (

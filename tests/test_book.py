@@ -99,7 +99,7 @@ def test_exploration_chapter_shows_computed_numbers(built_book):
 
 # A paired comparison as `PairedComparison.verdict` words it.
 VERDICT = r"(is better than .{1,80} by \d+\.\d\d points|differ by \d+\.\d\d points, within noise)"
-VERDICT += r" \(\d+ images right only for .{1,80}; McNemar p = [\d.e+-]+\)"
+VERDICT += r" \(\d+ images? right only for .{1,80}; McNemar p = [\d.e+-]+\)"
 
 
 def test_training_chapters_show_computed_numbers_and_paired_verdicts(built_book):

@@ -50,6 +50,10 @@ def test_paired_comparison_counts_discordant_images_and_words_the_result():
 
     same = paired_comparison(truth, a, a)
     assert same.p_value == 1.0 and "within noise" in same.verdict
+    one_wrong = truth.copy()
+    one_wrong[0] = 1
+    single = paired_comparison(truth, truth, one_wrong, "A", "B")
+    assert "(1 image right only for A, 0 only for B;" in single.verdict
 
 
 def _history(val_loss, accuracy, val_accuracy):
