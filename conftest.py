@@ -31,12 +31,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_finish(session):
-    """Importing streamlit (the app's tests do) sets MPLBACKEND=Agg for the whole process;
-    chapter kernels and the book build inherit it and then draw no figure. Undo it."""
-    if _MPLBACKEND is None:
-        os.environ.pop("MPLBACKEND", None)
-    else:
-        os.environ["MPLBACKEND"] = _MPLBACKEND
+    """Importing streamlit (the app's tests do) sets MPLBACKEND for the whole process."""
+    from fmnist_lib._compat import restore_mplbackend
+
+    restore_mplbackend(_MPLBACKEND)
 
 
 def pytest_unconfigure(config):

@@ -11,4 +11,7 @@ the app: steps, errors one by one, the results table), `explain` (where a networ
 `processes` (server processes on 127.0.0.1), `plots` (figures shared by chapters and app).
 """
 
+from . import _compat
+
 __version__ = "0.1.0"
+_compat.apply()

@@ -3,7 +3,6 @@
 python -m fmnist_lib train MODEL [--profile quick|full] [--set key=value]
 python -m fmnist_lib register [--profile quick|full]
 python -m fmnist_lib champion
-python -m fmnist_lib upgrade
 python -m fmnist_lib tune STUDY [--create] [--trials N] [--profile quick|full]
 """
 
@@ -55,11 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     register_parser.add_argument("--profile", help="only runs of this profile (default: all)")
     commands.add_parser("champion", help="say which model is the champion, or how to make one")
-    commands.add_parser(
-        "upgrade",
-        help="give registered Keras models made before ONNX serving an ONNX export "
-        "(new versions, same runs)",
-    )
     tune_parser = commands.add_parser(
         "tune",
         help="run trials of an Optuna study of the dropout CNN (one worker)",
@@ -78,12 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         return _register(args.profile)
     if args.command == "champion":
         return _champion()
-    if args.command == "upgrade":
-        from . import registry
-
-        table = registry.upgrade()
-        print(table.to_string(index=False) if len(table) else "Nothing is registered yet.")
-        return 0
 
     from .config import get_profile
     from .training import describe, train

@@ -182,53 +182,6 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def upgrade() -> pd.DataFrame:
-    """Serve every registered Keras network through ONNX: for each version (the newest of
-    each registered model, and the champion) whose artifact has no ONNX export, its run logs a
-    new artifact of the same network with one, registered as a new version with the same tags;
-    the champion alias follows. Returns what happened, one row per version looked at."""
-    import mlflow
-
-    from . import serving
-    from .data import load_test_set
-
-    client = _client()
-    versions = [_current(client, m.name) for m in client.search_registered_models()]
-    champion = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
-    versions = [v for v in [champion, *versions] if v is not None]
-    examples = load_test_set()[0]  # the input example of every new artifact
-    upgraded: dict[str, str] = {}  # run id -> new artifact, shared by the versions of one run
-    rows, seen = [], set()
-    for version in versions:
-        if (version.name, version.version) in seen:
-            continue
-        seen.add((version.name, version.version))
-        classifier = serving.load(f"models:/{version.name}/{version.version}", False)
-        row = {"registered model": version.name, "version": int(version.version)}
-        if classifier.family != "keras" or classifier.backend == "onnxruntime":
-            rows.append({**row, "backend": classifier.backend, "action": "kept"})
-            continue
-        run_id = version.tags["run_id"]
-        if run_id not in upgraded:
-            with mlflow.start_run(run_id=run_id):
-                logged = serving.log_model(classifier.model, "keras", examples)
-            upgraded[run_id] = logged.model_uri
-        candidate = Candidate(
-            model=version.tags["model"],
-            run_id=run_id,
-            model_uri=upgraded[run_id],
-            profile=version.tags["profile"],
-            validation_accuracy=float(version.tags.get("validation_accuracy", "nan")),
-            accuracy=float(version.tags["test_accuracy"]),
-        )
-        new = _register(client, version.name, candidate, "")
-        if version.name == CHAMPION_MODEL and champion and version.version == champion.version:
-            client.set_registered_model_alias(CHAMPION_MODEL, CHAMPION_ALIAS, new.version)
-        backend = serving.load(f"models:/{new.name}/{new.version}", False).backend
-        rows.append({**row, "backend": backend, "action": f"now version {new.version}"})
-    return pd.DataFrame(rows)
-
-
 def no_model_message() -> str:
     """What to run when nothing is registered yet."""
     return (

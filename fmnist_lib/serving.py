@@ -19,7 +19,6 @@ import base64
 import copy
 import itertools
 import logging
-import os
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -29,16 +28,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from . import preprocess
+from . import _compat, preprocess
 from .data import CLASS_NAMES, IMAGE_SHAPE, INPUT_SHAPE, keras_input, sklearn_input
 from .evaluation import Calibration
 from .preprocess import ImageError
-
-# MLflow 3.17 compares a column index with a range when saving an input example; pandas 3
-# deprecates that. Ours are plain named columns.
-warnings.filterwarnings("ignore", message="Operation with range is deprecated", module="mlflow")
-# Artifact downloads draw tqdm bars in every chapter cell that loads a model.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 INPUT_COLUMN = "image"
 # Types beyond skops' safe defaults that our pipelines hold. Only files this library wrote are
@@ -282,8 +275,7 @@ def export_onnx(model, folder: Path, check: np.ndarray) -> Path | None:
         expected = model(tf.constant(x), training=False).numpy()
         network = models.inference_network(model)
         network(tf.constant(x[:1]))  # Keras exports only a network that has been called
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tf2onnx's NumPy 2 deprecation notices
+        with _compat.quiet_onnx_export():
             network.export(str(path), format="onnx", verbose=False)
         session = onnx_session(path)
         got = session.run(None, {session.get_inputs()[0].name: x})[0]

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import os
 import platform
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .config import PROJECT_ROOT
-
-# Logging a model imports mlflow.genai, which imports tqdm.auto, which warns inside notebooks
-# that have no ipywidgets. Nothing of ours draws those progress bars.
-warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
 EXPERIMENT_NAME = "fashion-mnist"
 DEFAULT_DB = PROJECT_ROOT / "mlflow.db"
@@ -120,7 +115,7 @@ def serving_model_uri(run) -> str | None:
         filter_string=f"source_run_id = '{run['run_id']}'",
         output_format="list",
     )
-    # The newest first: `upgrade` may log a newer artifact of the same network in the run.
+    # The newest first, should a run log its serving artifact more than once.
     for model in sorted(logged, key=lambda m: m.creation_timestamp, reverse=True):
         flavor = mlflow.models.get_model_info(model.model_uri).flavors.get("python_function", {})
         if "family" in flavor.get("config", {}):

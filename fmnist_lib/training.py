@@ -397,7 +397,7 @@ def fit_keras(
 def keras_batches(x, y, batch_size: int, shuffle: bool = True, seed: int = SEED):
     """Images and labels as a `tf.data` pipeline of batches, reshuffled every epoch: TensorFlow
     shuffles the image numbers and gathers each batch in one operation, ahead of the training
-    step (``python -m fmnist_lib.bench`` compares it with ``fit`` on the arrays)."""
+    step (``benchmarks/bench.py`` compares it with ``fit`` on the arrays)."""
     import tensorflow as tf
 
     images, labels = tf.constant(x), tf.constant(y)

@@ -1,7 +1,7 @@
 """Hyperparameter search for the dropout CNN with Optuna, every trial an MLflow run.
 
 A study lives in a database that Optuna and any number of worker processes share: several
-terminals, or several machines, can each run ``python -m fmnist_lib tune --study NAME`` and
+terminals, or several machines, can each run ``python -m fmnist_lib tune NAME`` and
 they work on the same study, each taking the next trial Optuna proposes. The database is
 ``$FMNIST_OPTUNA_STORAGE`` (for a team, a PostgreSQL URL such as
 ``postgresql://user:password@host/optuna``), or ``optuna.db`` at the project root.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from . import models, tracking
@@ -28,14 +27,17 @@ TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
 BUDGETS = {"quick": {"train_size": 1000, "epochs": 2}, "full": {"train_size": 12000, "epochs": 6}}
 FILTERS = {"16-32": (16, 32), "32-64": (32, 64), "48-96": (48, 96)}
-# The course's own settings (chapter 4), tried first so the search starts from them.
-DEFAULTS = {
-    "learning_rate": 1e-3,
-    "batch_size": 128,
-    "filters": "32-64",
-    "conv_dropout": 0.25,
-    "dense_dropout": 0.5,
-}
+
+
+def course_settings(profile: Profile | None = None) -> dict:
+    """Chapter 4's CNN as the search space names it (from the model catalogue), tried first
+    so that the search starts from the course's own settings."""
+    from .catalogue import MODELS
+
+    params = MODELS["cnn"].default_params(profile or get_profile())
+    filters = {value: name for name, value in FILTERS.items()}[tuple(params["filters"])]
+    space = ("learning_rate", "batch_size", "conv_dropout", "dense_dropout")
+    return {"filters": filters, **{name: params[name] for name in space}}
 
 
 def storage_url() -> str:
@@ -119,7 +121,7 @@ def create_study(name: str, profile: Profile | None = None, storage: str | None 
             mlflow.log_params({**budget, "storage": _redact(storage or storage_url())})
         settings = Settings(profile.name, budget["train_size"], budget["epochs"], run.info.run_id)
         study.set_user_attr("settings", settings.__dict__)
-        study.enqueue_trial(DEFAULTS)
+        study.enqueue_trial(course_settings(profile))
     return study
 
 
@@ -206,25 +208,24 @@ def run_trials(name: str, n_trials: int, storage: str | None = None):
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial: number, state, validation accuracy, duration and hyperparameters."""
-    rows = []
-    for trial in study.trials:
-        duration = (trial.datetime_complete - trial.datetime_start).total_seconds() if (
-            trial.datetime_complete and trial.datetime_start
-        ) else np.nan  # fmt: skip
-        rows.append(
-            {
-                "trial": trial.number,
-                "state": trial.state.name.lower(),
-                "val accuracy": trial.value
-                if trial.value is not None
-                else max(trial.intermediate_values.values(), default=np.nan),
-                "epochs": len(trial.intermediate_values),
-                "seconds": duration,
-                **trial.params,
-            }
-        )
-    return pd.DataFrame(rows).set_index("trial")
+    """One row per trial: state, validation accuracy (a pruned trial's best epoch), epochs
+    trained, seconds and hyperparameters; Optuna's own `trials_dataframe`, renamed."""
+    table = study.trials_dataframe(
+        attrs=("number", "state", "value", "duration", "params", "intermediate_values")
+    )
+    epochs = table.filter(like="intermediate_values_")
+    table = table.assign(
+        state=table["state"].str.lower(),
+        value=table["value"].fillna(epochs.max(axis=1)),
+        epochs=epochs.notna().sum(axis=1),
+        duration=table["duration"].dt.total_seconds(),
+    ).drop(columns=epochs.columns)
+    params = [c for c in table.columns if c.startswith("params_")]
+    table = table[["number", "state", "value", "epochs", "duration", *params]]
+    table.columns = ["trial", "state", "val accuracy", "epochs", "seconds"] + [
+        c.removeprefix("params_") for c in params
+    ]
+    return table.set_index("trial")
 
 
 def importances(study) -> pd.Series:

@@ -8,14 +8,19 @@ import os
 import subprocess
 import sys
 
-from fmnist_lib import bench
+from fmnist_lib.config import PROJECT_ROOT
+
+SCRIPT = PROJECT_ROOT / "benchmarks" / "bench.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import bench  # noqa: E402  (a script in benchmarks/, not a package)
+import common  # noqa: E402
 
 
 def test_a_smoke_run_measures_every_section_and_writes_json(app_store, tmp_path):
     out = tmp_path / "results.json"
     env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
     result = subprocess.run(
-        [sys.executable, "-m", "fmnist_lib.bench", "--smoke", "--json", str(out)],
+        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,12 +50,24 @@ def test_a_smoke_run_measures_every_section_and_writes_json(app_store, tmp_path)
 
 def test_unknown_sections_and_a_missing_model_are_told_not_raised(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
-    run = [sys.executable, "-m", "fmnist_lib.bench", "--json", str(tmp_path / "r.json")]
+    run = [sys.executable, str(SCRIPT), "--json", str(tmp_path / "r.json")]
     result = subprocess.run([*run, "--sections", "speed"], capture_output=True, text=True, env=env)
     assert result.returncode == 2 and "unknown section" in result.stderr
     result = subprocess.run([*run, "--sections", "api"], capture_output=True, text=True, env=env)
     assert result.returncode == 1 and "python -m fmnist_lib register" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_both_scripts_share_the_targets_and_a_smoke_run_applies_only_the_error_ones():
+    app = (SCRIPT.parent / "app_speed.py").read_text()
+    assert "from common import" in app and "TARGET_" not in app
+    assert common.met("4 clients: requests/s", 301.0) and not common.met("4 clients: requests/s", 1)
+    assert common.met("cnn: library, seconds per epoch", 9.0) is False
+    assert common.met("no such measure", 1.0) is None
+    smoke = bench.Report(smoke=True)
+    assert smoke.add("api", "4 clients: requests/s", 1.0, "req/s").met is None
+    assert smoke.add("api", "4 clients: errors", 1, "", always=True).met is False
+    assert bench.Report().add("api", "4 clients: requests/s", 1.0, "req/s").met is False
 
 
 def test_flops_of_a_network_come_from_its_layer_shapes():

@@ -122,37 +122,6 @@ def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
     assert registry.champion()["run_id"] == served.run_id
 
 
-def test_upgrade_serves_old_keras_versions_through_onnx_with_the_same_answers(store, monkeypatch):
-    # A champion as the course logged them before ONNX serving: Keras only.
-    with monkeypatch.context() as old_times:
-        old_times.setattr(serving, "export_onnx", lambda *args: None)
-        # Named "full" so that it outranks the forest whatever their accuracies.
-        cnn = train("cnn", profile=Profile(name="full", train_size=600, test_size=200, epochs=1))
-    train("rf", profile=TINY)
-    registry.register_best()
-    before = serving.load(registry.CHAMPION_URI)
-    assert before.backend == "tensorflow"
-    images = load_fashion_mnist().x_test[:50]
-
-    result = _cli("upgrade")
-    assert result.returncode == 0, result.stderr
-    assert "now version 2" in result.stdout and "kept" in result.stdout  # the forest stays
-
-    after = serving.load(registry.CHAMPION_URI)
-    assert after.backend == "onnxruntime"
-    champion = registry.champion()
-    assert champion["version"] == "2" and champion["run_id"] == cnn.run_id
-    assert _versions("fashion-mnist-cnn") == [1, 2] and _versions("fashion-mnist-rf") == [1]
-    np.testing.assert_allclose(
-        after.predict_proba(images), before.predict_proba(images), atol=serving.ONNX_TOLERANCE
-    )
-    # Registering again keeps everything: the run's newest artifact is the one registered.
-    table = registry.register_best()
-    assert (table["action"] == "kept").all()
-    assert _versions("fashion-mnist") == [1, 2]
-    assert registry.upgrade()["action"].tolist() == ["kept"] * 3
-
-
 def test_the_champion_is_chosen_on_validation_not_on_test(store):
     forest = train("rf", profile=TINY)
     dense = train("dense", profile=TINY)

@@ -42,7 +42,7 @@ def test_two_workers_share_one_study_and_log_every_trial(stores):
     study = tuning.load_study("shared")
     assert sorted(t.number for t in study.trials) == [0, 1]
     assert all(t.state.name == "COMPLETE" for t in study.trials)  # no pruning before 2 trials
-    assert study.trials[0].params == tuning.DEFAULTS  # the course's settings come first
+    assert study.trials[0].params == tuning.course_settings()  # the course's settings first
     table = tuning.trials_table(study)
     assert table["epochs"].tolist() == [settings.epochs] * 2
     assert table["val accuracy"].between(0.1, 1).all()
