@@ -444,23 +444,30 @@ class FashionMNIST:
         return sklearn_input(x), y.astype(np.int64)
 
     def subset(
-        self, train_size: int | None = None, test_size: int | None = None, seed: int = SEED
+        self,
+        train_size: int | None = None,
+        test_size: int | None = None,
+        seed: int = SEED,
+        val_size: int | None = None,
     ) -> FashionMNIST:
-        """A stratified sample of the training and test sets (``None``: keep all); the
-        validation set is unchanged, so scores stay comparable across profiles."""
-        x_train, y_train, x_test, y_test = self.x_train, self.y_train, self.x_test, self.y_test
-        if train_size is not None and train_size < len(y_train):
-            _, idx = stratified_split(y_train, train_size, seed)
-            x_train, y_train = x_train[idx], y_train[idx]
-        if test_size is not None and test_size < len(y_test):
-            _, idx = stratified_split(y_test, test_size, seed)
-            x_test, y_test = x_test[idx], y_test[idx]
-        return FashionMNIST(x_train, y_train, self.x_val, self.y_val, x_test, y_test, self.source)
+        """A stratified sample of each split (``None``: keep it all). A smaller validation set
+        is drawn from this one: the same images, fewer of them."""
+        samples = []
+        for x, y, size in [
+            (self.x_train, self.y_train, train_size),
+            (self.x_val, self.y_val, val_size),
+            (self.x_test, self.y_test, test_size),
+        ]:
+            if size is not None and size < len(y):
+                _, idx = stratified_split(y, size, seed)
+                x, y = x[idx], y[idx]
+            samples += [x, y]
+        return FashionMNIST(*samples, self.source)
 
     def for_profile(self, profile: Profile | None = None) -> FashionMNIST:
         """The sizes the profile (default: the current one) asks for."""
         profile = profile or get_profile()
-        return self.subset(profile.train_size, profile.test_size)
+        return self.subset(profile.train_size, profile.test_size, val_size=profile.val_size)
 
 
 @lru_cache(maxsize=8)

@@ -25,7 +25,10 @@ from .training import fit_keras
 
 TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
-BUDGETS = {"quick": {"train_size": 1000, "epochs": 2}, "full": {"train_size": 12000, "epochs": 6}}
+BUDGETS = {
+    "quick": {"train_size": 1000, "epochs": 2, "val_size": 1000},
+    "full": {"train_size": 12000, "epochs": 6, "val_size": None},
+}
 FILTERS = {"16-32": (16, 32), "32-64": (32, 64), "48-96": (48, 96)}
 
 
@@ -63,6 +66,7 @@ class Settings:
     train_size: int
     epochs: int
     mlflow_run_id: str
+    val_size: int | None = None  # None: the whole validation set
 
 
 def _storage(url: str | None):
@@ -119,7 +123,7 @@ def create_study(name: str, profile: Profile | None = None, storage: str | None 
         tags = {"model": TUNED_MODEL, "profile": profile.name, "optuna.study": name}
         with mlflow.start_run(run_name=f"study {name}", tags=tags) as run:
             mlflow.log_params({**budget, "storage": _redact(storage or storage_url())})
-        settings = Settings(profile.name, budget["train_size"], budget["epochs"], run.info.run_id)
+        settings = Settings(profile.name, mlflow_run_id=run.info.run_id, **budget)
         study.set_user_attr("settings", settings.__dict__)
         study.enqueue_trial(course_settings(profile))
     return study
@@ -200,7 +204,7 @@ def run_trials(name: str, n_trials: int, storage: str | None = None):
 
     study = load_study(name, storage)
     settings = Settings(**study.user_attrs["settings"])
-    data = load_fashion_mnist().subset(settings.train_size, None)
+    data = load_fashion_mnist().subset(settings.train_size, None, val_size=settings.val_size)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracking.use_experiment()
     study.optimize(_objective(settings, data), n_trials=n_trials)

@@ -18,6 +18,9 @@ from fmnist_lib.config import profile_named
 from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
 from fmnist_lib.training import train
 
+# A real `mlflow models serve` on a trained model.
+pytestmark = pytest.mark.slow
+
 N = 40
 
 

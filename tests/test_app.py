@@ -16,6 +16,9 @@ from fmnist_lib import custom_images, preprocess, registry, serving
 from fmnist_lib.config import PROJECT_ROOT
 from fmnist_lib.data import CLASS_NAMES, load_test_set
 
+# Every test here reads the store of trained networks (`app_store`).
+pytestmark = pytest.mark.slow
+
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 
 

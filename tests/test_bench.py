@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fmnist_lib.config import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "benchmarks" / "bench.py"
@@ -16,6 +18,7 @@ import bench  # noqa: E402  (a script in benchmarks/, not a package)
 import common  # noqa: E402
 
 
+@pytest.mark.slow
 def test_a_smoke_run_measures_every_section_and_writes_json(app_store, tmp_path):
     out = tmp_path / "results.json"
     env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
@@ -36,7 +39,7 @@ def test_a_smoke_run_measures_every_section_and_writes_json(app_store, tmp_path)
         "one image, naive Keras model.predict: p50",
         "process start to first answer",
         "4 clients: requests/s",
-        "quick: 01_explore",
+        "quick: 00_smoke",
     ):
         assert 0 < rows[measure]["value"] < 1e7, measure
     for clients in (1, 4, 16):

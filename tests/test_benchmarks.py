@@ -12,6 +12,9 @@ import pytest
 
 from fmnist_lib.config import PROJECT_ROOT
 
+# A real `streamlit run` in Chromium.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 

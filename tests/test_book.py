@@ -1,5 +1,8 @@
-"""The book as a whole: the chapter harness catches a failing cell, and the strict HTML build
-(warnings as errors, as `./course book` runs it) succeeds with every glued number in place."""
+"""The book as a whole, each chapter executed once per test run: the strict HTML build (warnings
+as errors, as `./course book` runs it) is that execution; each chapter then has its own test that
+every cell ran, and the pages show every glued number. `pytest --nbval book` (the README's other
+way to run the chapters) is checked on its own, on a small chapter and on collecting the real
+ones."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -28,6 +32,15 @@ def toc_files() -> list[str]:
     for part in toc.get("parts", []):
         files += [chapter["file"] for chapter in part["chapters"]]
     return files
+
+
+def notebook_chapters() -> list[str]:
+    """The chapters that are notebooks (a jupytext header with a kernel), in book order."""
+    return [
+        name
+        for name in toc_files()
+        if "kernelspec:" in (ROOT / "book" / f"{name}.md").read_text(encoding="utf-8")[:2000]
+    ]
 
 
 def test_every_toc_entry_is_a_chapter_and_every_chapter_is_in_the_toc():
@@ -53,8 +66,25 @@ def test_nbval_on_markdown_fails_on_a_raising_cell(tmp_path):
     assert "this chapter is broken" in result.stdout
 
 
+def test_nbval_collects_every_cell_of_every_chapter():
+    """The README's `pytest --nbval book` sees each chapter as a notebook, cell by cell (collected
+    only: the strict build below is the suite's one execution of the chapters)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "book", "--collect-only", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name in notebook_chapters():
+        cells = re.findall(rf"^book/{name}\.md::Cell \d+$", result.stdout, re.M)
+        code = (ROOT / "book" / f"{name}.md").read_text(encoding="utf-8").count("```{code-cell}")
+        assert len(cells) == code > 0, name
+
+
 @pytest.fixture(scope="module")
-def built_book(tmp_path_factory) -> Path:
+def build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The quick profile's strict build, in a folder of its own: every chapter executed once."""
     out = tmp_path_factory.mktemp("book")
     result = subprocess.run(
         [
@@ -72,8 +102,34 @@ def built_book(tmp_path_factory) -> Path:
         capture_output=True,
         text=True,
     )
+    return out / "_build", result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", notebook_chapters())
+def test_every_cell_of_the_chapter_runs(build, chapter):
+    folder, result = build
+    report = folder / "html" / "reports" / f"{chapter}.err.log"
+    assert not report.exists(), f"{chapter} raised:\n{report.read_text()[-4000:]}"
+    executed = folder / "jupyter_execute" / f"{chapter}.ipynb"
+    log = "\n".join(line for line in result.stderr.splitlines() if chapter in line)
+    assert executed.is_file(), f"{chapter} was not executed:\n{(log or result.stderr)[-4000:]}"
+    notebook = nbformat.read(executed, as_version=4)
+    errors = [
+        output
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
+    assert not errors, f"{chapter}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+
+
+@pytest.fixture(scope="module")
+def built_book(build) -> Path:
+    """The built HTML, once the strict build (warnings as errors) has succeeded."""
+    folder, result = build
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return out / "_build" / "html"
+    return folder / "html"
 
 
 def page_text(html_dir: Path, name: str) -> str:
@@ -81,12 +137,14 @@ def page_text(html_dir: Path, name: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(text))
 
 
+@pytest.mark.slow
 def test_book_builds_with_every_page(built_book):
     for name in toc_files():
         assert (built_book / f"{name}.html").is_file(), name
     assert (built_book / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_exploration_chapter_shows_computed_numbers(built_book):
     text = page_text(built_book, "01_explore")
     assert "54,000 training, 6,000 validation and 10,000 test images" in text
@@ -102,6 +160,7 @@ VERDICT = r"(is better than .{1,80} by \d+\.\d\d points|differ by \d+\.\d\d poin
 VERDICT += r" \(\d+ images? right only for .{1,80}; McNemar p = [\d.e+-]+\)"
 
 
+@pytest.mark.slow
 def test_training_chapters_show_computed_numbers_and_paired_verdicts(built_book):
     classical = page_text(built_book, "02_classical")
     assert re.search(r"test set \(95% interval \d+\.\d% to \d+\.\d%\)", classical)
@@ -118,6 +177,7 @@ def test_training_chapters_show_computed_numbers_and_paired_verdicts(built_book)
         assert "Failed to format" not in text and "Traceback" not in text
 
 
+@pytest.mark.slow
 def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
     compare = page_text(built_book, "05_compare")
     best = r"The best on the validation set is the [\w ()-]+, with \d+\.\d\d% on the test set"
@@ -135,6 +195,7 @@ def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
         assert "Failed to format" not in text and "Traceback" not in text
 
 
+@pytest.mark.slow
 def test_custom_images_chapter_shows_computed_numbers(built_book):
     text = page_text(built_book, "06_custom")
     assert re.search(r"\d+\.\d% of 2,000 images, or \d\.\d out of ten", text)
@@ -150,6 +211,7 @@ def test_custom_images_chapter_shows_computed_numbers(built_book):
     assert "Failed to format" not in text and "Traceback" not in text
 
 
+@pytest.mark.slow
 def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
     improve = page_text(built_book, "07_improve")
     assert re.search(

@@ -18,6 +18,9 @@ from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
 from fmnist_lib.preprocess import ImageError
 from fmnist_lib.training import train
 
+# Trained models (`trained`), logged and loaded back.
+pytestmark = pytest.mark.slow
+
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 COLUMNS = ["class_id", "class_name", "probabilities", "confidence", "sure"]
 

@@ -12,6 +12,9 @@ from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.processes import BIN, env_with, free_port, running
 from fmnist_lib.training import train
 
+# A real `mlflow server`, and models trained through it.
+pytestmark = pytest.mark.slow
+
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=1)
 
 

@@ -21,6 +21,7 @@ def stores(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_log_every_trial(stores):
     study = tuning.create_study("shared", profile_named("quick"))
     settings = tuning.Settings(**study.user_attrs["settings"])
