@@ -44,7 +44,7 @@ class Profile:
 PROFILES = {
     # Small enough that the whole book runs in a few minutes for the tests; its scores mean
     # little, its code paths are the full profile's.
-    "quick": Profile(name="quick", train_size=3000, test_size=1000, epochs=2, val_size=2000),
+    "quick": Profile(name="quick", train_size=2000, test_size=500, epochs=2, val_size=1000),
     "full": Profile(name="full", train_size=None, test_size=None, epochs=30),
 }
 

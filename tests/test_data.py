@@ -166,9 +166,9 @@ def test_keras_and_sklearn_views():
 def test_quick_profile_samples_each_split_and_its_validation_images_are_the_full_ones():
     data = load_fashion_mnist()
     quick = data.for_profile(config.profile_named("quick"))
-    assert (len(quick.y_train), len(quick.y_val), len(quick.y_test)) == (3000, 2000, 1000)
-    np.testing.assert_array_equal(np.bincount(quick.y_train), [300] * 10)
-    np.testing.assert_array_equal(np.bincount(quick.y_val), [200] * 10)
+    assert (len(quick.y_train), len(quick.y_val), len(quick.y_test)) == (2000, 1000, 500)
+    np.testing.assert_array_equal(np.bincount(quick.y_train), [200] * 10)
+    np.testing.assert_array_equal(np.bincount(quick.y_val), [100] * 10)
     full_val = {image.tobytes() for image in data.x_val}
     assert all(image.tobytes() in full_val for image in quick.x_val)
     full = data.for_profile(config.profile_named("full"))
