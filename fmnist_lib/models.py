@@ -61,8 +61,10 @@ class HogFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         X = np.asarray(X, dtype=np.float32).reshape(len(X), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
-        chunks = np.array_split(X, max(1, len(X) // 2000))
-        parts = Parallel(n_jobs=self.n_jobs)(delayed(self._hog)(c) for c in chunks if len(c))
+        chunks = [c for c in np.array_split(X, max(1, len(X) // 2000)) if len(c)]
+        if len(chunks) == 1:  # worker processes would cost more than they save
+            return self._hog(chunks[0])
+        parts = Parallel(n_jobs=self.n_jobs)(delayed(self._hog)(c) for c in chunks)
         return np.concatenate(parts) if parts else np.empty((0, self.n_features), np.float32)
 
 
