@@ -18,15 +18,15 @@ from fmnist_lib.config import PROJECT_ROOT
 from fmnist_lib.data import load_test_set
 from fmnist_lib.processes import BIN, env_with, free_port, running
 
-# A real `streamlit run` in Chromium.
-pytestmark = pytest.mark.slow
-
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"no Chromium at {CHROMIUM}: `./course test` installs it with apt-get",
-)
+pytestmark = [
+    pytest.mark.slow,  # a real `streamlit run` in Chromium
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no Chromium at {CHROMIUM}: `./course test` installs it with apt-get",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_an_empty_store_says_how_to_make_a_champion(store):
     assert registry.registered_models() == []
     assert registry.register_best().empty
@@ -50,6 +51,7 @@ def test_an_empty_store_says_how_to_make_a_champion(store):
     assert result.returncode == 1 and "train a model first" in result.stderr
 
 
+@pytest.mark.slow
 def test_each_approach_is_registered_and_the_champion_only_improves(store):
     rf_tiny = train("rf", profile=TINY)
     dense = train("dense", profile=TINY)
@@ -110,6 +112,7 @@ def test_a_full_profile_model_outranks_any_quick_one():
     assert full.rank > quick.rank
 
 
+@pytest.mark.slow
 def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
     served = train("rf", profile=TINY)
     # A run as the course made them before the serving artifact: the bare model, a high score.
@@ -122,6 +125,7 @@ def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
     assert registry.champion()["run_id"] == served.run_id
 
 
+@pytest.mark.slow
 def test_the_champion_is_chosen_on_validation_not_on_test(store):
     forest = train("rf", profile=TINY)
     dense = train("dense", profile=TINY)

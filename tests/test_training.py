@@ -44,6 +44,7 @@ def _artifacts(run_id: str) -> set[str]:
         ("cnn", {}),
     ],
 )
+@pytest.mark.slow
 def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
     result = train(name, profile=TINY, **overrides)
     run = mlflow.get_run(result.run_id)
@@ -113,6 +114,7 @@ def test_default_store_is_the_project_database(monkeypatch):
     assert tracking.tracking_uri() == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
+@pytest.mark.slow
 def test_a_failed_fit_is_marked_failed(store):
     with pytest.raises(ValueError):
         train("svm", profile=TINY, n_components=5000)  # more components than pixels
@@ -128,6 +130,7 @@ def test_unknown_hyperparameter_is_refused_before_any_run(store):
     assert tracking.find_runs().empty
 
 
+@pytest.mark.slow
 def test_latest_runs_are_the_newest_default_run_of_each_model(store):
     first = train("dense", profile=TINY)
     second = train("dense", profile=TINY)
@@ -150,6 +153,7 @@ def _cli(*args, store):
     )
 
 
+@pytest.mark.slow
 def test_cli_trains_and_tracks(store):
     result = _cli("rf", "--profile", "quick", "--set", "n_estimators=10", store=store)
     assert result.returncode == 0, result.stderr
@@ -159,6 +163,7 @@ def test_cli_trains_and_tracks(store):
     assert runs["params.n_estimators"].tolist() == ["10"]
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_without_traceback(store):
     result = _cli("rf", "--profile", "quick", "--set", "trees=3", store=store)
     assert result.returncode == 1 and "has no hyperparameter" in result.stderr
@@ -173,6 +178,7 @@ def test_a_chapter_asking_for_a_missing_run_is_told_how_to_make_it(store):
         tracking.latest_runs("tiny", ["rf"], require=True)
 
 
+@pytest.mark.slow
 def test_unknown_learning_rate_schedule_fails_the_run(store):
     with pytest.raises(ValueError, match="schedule must be"):
         train("dense", profile=TINY, schedule="step")
@@ -181,6 +187,7 @@ def test_unknown_learning_rate_schedule_fails_the_run(store):
     assert statuses.tolist() == ["FAILED"]
 
 
+@pytest.mark.slow
 def test_cli_help_lists_every_model_with_its_description(store):
     result = _cli("--help", store=store)
     assert result.returncode == 0
@@ -188,6 +195,7 @@ def test_cli_help_lists_every_model_with_its_description(store):
         assert f"{name} " in result.stdout and spec.description in result.stdout
 
 
+@pytest.mark.slow
 def test_a_model_already_trained_is_reused_not_retrained(store):
     first = reuse_or_train("dense", profile=TINY)
     again = reuse_or_train("dense", profile=TINY)
@@ -210,6 +218,7 @@ def test_warmup_cosine_rises_then_decays():
     assert constant == 2e-3
 
 
+@pytest.mark.slow
 def test_a_chapter_table_is_recorded_and_read_back(store):
     table = pd.DataFrame({"test accuracy": [0.9, 0.95], "note": ["a", "b"]}, index=["x", "y"])
     table.index.name = "step"
@@ -262,6 +271,7 @@ def _fit_in_run(model, data, name="dense", batch_size=128):
         return run.record(model)
 
 
+@pytest.mark.slow
 def test_a_chapter_fit_is_recorded_and_recognised_as_the_course_model(store):
     data = load_fashion_mnist().for_profile(TINY)
     result = _fit_in_run(_chapter_dense(), data)
@@ -288,6 +298,7 @@ def test_a_chapter_fit_is_recorded_and_recognised_as_the_course_model(store):
     assert len(recorded["validation"]) == len(data.y_val)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["layer", "batch size", "data"])
 def test_an_edited_chapter_fit_is_a_custom_run(store, change):
     data = load_fashion_mnist().for_profile(TINY)
@@ -301,6 +312,7 @@ def test_an_edited_chapter_fit_is_a_custom_run(store, change):
     assert tracking.latest_runs("tiny").empty  # later chapters never compare against it
 
 
+@pytest.mark.slow
 def test_a_chapter_pipeline_is_default_only_with_the_course_settings(store):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import make_pipeline
@@ -321,6 +333,7 @@ def test_a_chapter_pipeline_is_default_only_with_the_course_settings(store):
     assert variants == {300: "default", 30: "custom"}
 
 
+@pytest.mark.slow
 def test_a_run_left_without_record_is_failed_not_finished(store):
     data = load_fashion_mnist().for_profile(TINY)
     with pytest.warns(UserWarning, match="without `run.record"):
@@ -331,6 +344,7 @@ def test_a_run_left_without_record_is_failed_not_finished(store):
     assert tracking.find_runs().empty
 
 
+@pytest.mark.slow
 def test_predictions_of_a_run_that_recorded_none_are_computed_once_and_recorded(store):
     result = train("rf", profile=TINY)
     # A run as the course logged them before predictions were recorded.

@@ -78,6 +78,7 @@ print(" ".join(str(study.ask().number) for _ in range(8)))
 """
 
 
+@pytest.mark.slow
 def test_workers_racing_for_queued_trials_never_get_the_same_one(tmp_path):
     # SQLite ignores SELECT ... FOR UPDATE: without BEGIN IMMEDIATE, 4 workers popping 24
     # queued trials got duplicates on every try here (and CI failed on the two-worker test).
