@@ -23,11 +23,19 @@ def pytest_configure(config):
     never to the project's mlflow.db, unless MLFLOW_TRACKING_URI says otherwise."""
     global _SCRATCH_STORE, _MPLBACKEND
     _MPLBACKEND = os.environ.get("MPLBACKEND")
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+    # A scratch store made by the pytest process that started this one (pytest-xdist's
+    # controller): each worker makes its own, so no two processes share a SQLite store.
+    ours = os.environ.get("FMNIST_SCRATCH_STORE")
+    if "MLFLOW_TRACKING_URI" not in os.environ or (
+        ours and os.environ["MLFLOW_TRACKING_URI"].startswith(f"sqlite:///{ours}/")
+    ):
         _SCRATCH_STORE = tempfile.mkdtemp(prefix="fmnist-test-mlflow-")
+        os.environ["FMNIST_SCRATCH_STORE"] = _SCRATCH_STORE
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SCRATCH_STORE}/mlflow.db"
         # Chapter 7's Optuna study too: never the project's optuna.db.
-        os.environ.setdefault("FMNIST_OPTUNA_STORAGE", f"sqlite:///{_SCRATCH_STORE}/optuna.db")
+        optuna = os.environ.get("FMNIST_OPTUNA_STORAGE", "")
+        if not optuna or (ours and optuna.startswith(f"sqlite:///{ours}/")):
+            os.environ["FMNIST_OPTUNA_STORAGE"] = f"sqlite:///{_SCRATCH_STORE}/optuna.db"
 
 
 def pytest_collection_finish(session):
