@@ -447,8 +447,8 @@ class FashionMNIST:
         self,
         train_size: int | None = None,
         test_size: int | None = None,
-        seed: int = SEED,
         val_size: int | None = None,
+        seed: int = SEED,
     ) -> FashionMNIST:
         """A stratified sample of each split (``None``: keep it all). A smaller validation set
         is drawn from this one: the same images, fewer of them."""
