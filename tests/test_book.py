@@ -17,7 +17,10 @@ import nbformat
 import pytest
 import yaml
 
+from fmnist_lib.config import profile_named
+
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_TEST = profile_named("quick").test_size  # the build below runs the quick profile
 CHAPTER_HEADER = """---
 jupytext:
   text_representation: {extension: .md, format_name: myst}
@@ -186,7 +189,7 @@ def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
     assert re.search(champion, compare)
     deploy = page_text(built_book, "08_deploy")
     assert re.search(
-        r"classifies the [\d,]+ test images at \d+\.\d\d% \(95% interval \d+\.\d\d% to "
+        rf"classifies the {QUICK_TEST:,} test images at \d+\.\d\d% \(95% interval \d+\.\d\d% to "
         r"\d+\.\d\d%\), as its run recorded",
         deploy,
     )
@@ -198,7 +201,7 @@ def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
 @pytest.mark.slow
 def test_custom_images_chapter_shows_computed_numbers(built_book):
     text = page_text(built_book, "06_custom")
-    assert re.search(r"\d+\.\d% of [\d,]+ images, or \d\.\d out of ten", text)
+    assert re.search(rf"\d+\.\d% of {QUICK_TEST:,} images, or \d\.\d out of ten", text)
     assert re.search(r"negating alone takes the model from \d+\.\d% to \d+\.\d%", text)
     assert re.search(r"image by image, .{0,80}" + VERDICT, text)
     assert re.search(
