@@ -10,6 +10,54 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+_LINE_INCHES = 10 / 72  # one line of 8-point title text, with its leading
+
+
+def _mosaic(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] | None,
+    ncols: int,
+    size: float,
+    value_range: tuple[float, float] | None,
+    suptitle: str | None = None,
+    row_labels: Sequence[str] | None = None,
+) -> Figure:
+    """Images in a grid of ``size``-inch cells drawn on one Axes: one Axes per image made a
+    30-image figure cost ~0.7 s to draw and save, this ~0.15 s (the chapters log one per run)."""
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    ncols = min(ncols, max(n, 1))
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles else 0
+    gap = 0.06  # between cells, in cell widths
+    band = (lines * _LINE_INCHES + 0.04) / size if lines else 0.0  # title space, in cell widths
+    cell_w, cell_h = 1 + gap, 1 + gap + band
+    left = max((len(label) for label in row_labels), default=0) * 0.075 if row_labels else 0.0
+    top = 0.4 if suptitle else 0.0
+    width, height = ncols * cell_w * size + left, nrows * cell_h * size + top
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((left / width, 0, 1 - left / width, 1 - top / height))
+    ax.axis("off")
+    vmin, vmax = value_range or (None, None)
+    for k, image in enumerate(images):
+        image = np.asarray(image)
+        row, col = divmod(k, ncols)
+        scale = 1 / max(image.shape[:2])  # the longer side fills the cell, aspect kept
+        h, w = image.shape[0] * scale, image.shape[1] * scale
+        x0 = col * cell_w + gap / 2 + (1 - w) / 2
+        y0 = row * cell_h + band + gap / 2 + (1 - h) / 2
+        ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, extent=(x0, x0 + w, y0 + h, y0))
+        if titles is not None:
+            ax.text(x0 + w / 2, y0 - gap / 4, titles[k], ha="center", va="bottom", fontsize=8)
+    for row, label in enumerate(row_labels or []):
+        ax.text(-gap, row * cell_h + band + gap / 2 + 0.5, label, ha="right", va="center",
+                fontsize=9)  # fmt: skip
+    ax.set_xlim(0, ncols * cell_w)
+    ax.set_ylim(nrows * cell_h, 0)
+    ax.set_aspect("auto")
+    if suptitle:
+        fig.suptitle(suptitle, y=1 - 0.08 / height)
+    return fig
+
 
 def show_images(
     images: np.ndarray,
@@ -19,25 +67,10 @@ def show_images(
     suptitle: str | None = None,
     value_range: tuple[float, float] | None = (0, 255),
 ) -> Figure:
-    """A grid of grey images (n, 28, 28), light item on black as the model sees it.
-    ``value_range=None`` stretches each image's own range to black-white."""
-    n = len(images)
-    nrows = max(1, -(-n // ncols))
-    ncols = min(ncols, max(n, 1))
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False
-    )
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            vmin, vmax = value_range or (None, None)
-            ax.imshow(images[k], cmap="gray", vmin=vmin, vmax=vmax)
-            if titles is not None:
-                ax.set_title(titles[k], fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return fig
+    """A grid of grey images (n, 28, 28), light item on black as the model sees it, each in a
+    ``size``-inch cell with its title above it (RGB images and other sizes are shown as they
+    are, aspect kept). ``value_range=None`` stretches each image's own range to black-white."""
+    return _mosaic(images, titles, ncols, size, value_range, suptitle=suptitle)
 
 
 def class_grid(
@@ -49,21 +82,13 @@ def class_grid(
 ) -> Figure:
     """``per_class`` random images of each class, one row per class, labelled on the left."""
     rng = np.random.default_rng(seed)
-    n_classes = len(class_names)
-    fig, axes = plt.subplots(
-        n_classes, per_class, figsize=(per_class * 0.9, n_classes * 0.95), squeeze=False
+    picks = [
+        rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)
+        for c in range(len(class_names))
+    ]
+    return _mosaic(
+        images[np.concatenate(picks)], None, per_class, 0.9, (0, 255), row_labels=class_names
     )
-    for c, name in enumerate(class_names):
-        picks = rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)
-        for ax, k in zip(axes[c], picks, strict=True):
-            ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-        axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
-    return fig
 
 
 def class_counts_bar(counts: pd.DataFrame) -> Figure:

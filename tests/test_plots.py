@@ -30,23 +30,39 @@ def labelled():
 def test_show_images_lays_out_a_grid(labelled):
     x, _ = labelled
     fig = plots.show_images(x[:7], titles=[str(i) for i in range(7)], ncols=3)
-    axes = fig.get_axes()
-    assert len(axes) == 9  # 3 rows of 3
-    assert [ax.get_title() for ax in axes[:7]] == [str(i) for i in range(7)]
-    assert sum(bool(ax.images) for ax in axes) == 7
+    (ax,) = fig.get_axes()
+    assert [t.get_text() for t in ax.texts] == [str(i) for i in range(7)]
+    assert len(ax.images) == 7
+    # 3 rows of 3: the seventh image starts the third row, under the first
+    first, fourth, seventh = (ax.images[k].get_extent() for k in (0, 3, 6))
+    assert seventh[0] == first[0] and first[3] < fourth[3] < seventh[3]
+    np.testing.assert_array_equal(ax.images[6].get_array(), x[6])
+
+
+def test_show_images_keeps_each_picture_s_shape_and_colours():
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)
+    (ax,) = plots.show_images([wide, np.zeros((28, 28))], ncols=2, suptitle="s").get_axes()
+    left, right, bottom, top = ax.images[0].get_extent()
+    assert (right - left) == pytest.approx(2 * (bottom - top))
+    assert ax.images[0].get_array().shape == (20, 40, 3)
 
 
 def test_class_grid_has_a_row_per_class(labelled):
     x, y = labelled
     fig = plots.class_grid(x, y, NAMES, per_class=4)
-    axes = fig.get_axes()
-    assert len(axes) == 40
-    assert [axes[4 * c].get_ylabel() for c in range(10)] == list(NAMES)
+    (ax,) = fig.get_axes()
+    assert len(ax.images) == 40
+    assert [t.get_text() for t in ax.texts] == list(NAMES)
+    # each row shows images of its own class
+    for c in range(10):
+        for image in ax.images[4 * c : 4 * c + 4]:
+            k = next(i for i in range(60) if np.array_equal(x[i], image.get_array()))
+            assert y[k] == c
 
 
 def test_class_figures(labelled):
     x, y = labelled
-    assert len(plots.mean_images(x, y, NAMES).get_axes()) == 10
+    assert len(plots.mean_images(x, y, NAMES).get_axes()[0].images) == 10
     assert len(plots.intensity_histograms(x, y, NAMES).get_axes()) == 10
     counts = pd.DataFrame({"train": range(10)}, index=list(NAMES))
     bars = plots.class_counts_bar(counts).get_axes()[0].patches
@@ -67,8 +83,9 @@ def test_model_figures(labelled):
     assert [len(ax.lines) for ax in curves] == [2, 2]
     compared = plots.compare_learning_curves({"a": history, "b": history}).get_axes()[0]
     assert len(compared.lines) == 4
-    wrong = plots.misclassified(x, y, (y + 1) % 10, np.arange(5), NAMES, n=3).get_axes()
-    assert wrong[0].get_title() == "a\n→ b"
+    wrong = plots.misclassified(x, y, (y + 1) % 10, np.arange(5), NAMES, n=3).get_axes()[0]
+    assert [t.get_text() for t in wrong.texts][0] == "a\n→ b"
+    assert len(wrong.images) == 3
     table = pd.DataFrame({"m1": np.linspace(0.6, 0.9, 10), "m2": 0.8}, index=list(NAMES))
     bars = plots.per_class_accuracy(table).get_axes()[0].patches
     assert len(bars) == 20
