@@ -454,7 +454,43 @@ def _load(url: str, body: bytes, clients: int, requests: int, seconds: float):
     return latencies, errors, time.perf_counter() - start
 
 
+def _serve_and_load(report, url, single, batch, batch_size, workers, in_process, smoke):
+    """Single-image requests at 1, 4 and 16 clients, then batched ones at 4 clients, on the
+    server at ``url``. Returns {clients: requests/s} and the batched images/s."""
+    label = f"{workers} worker{'s' if workers > 1 else ''}"
+    rates = {}
+    for clients in (1, 4, 16):
+        count, seconds = (20, 10.0) if smoke else (4000, 15.0)
+        latencies, errors, elapsed = _load(url, single, clients, count, seconds)
+        rates[clients] = len(latencies) / elapsed
+        p50, p99 = percentiles(latencies or [float("nan")])
+        report.add("api", f"{label}, {clients} clients: requests/s", rates[clients], "req/s")
+        report.add("api", f"{label}, {clients} clients: p50", p50, "ms")
+        report.add("api", f"{label}, {clients} clients: p99", p99, "ms")
+        report.add("api", f"{label}, {clients} clients: errors", len(errors), "", always=True)
+        if clients == 1 and workers == 1:
+            report.add(
+                "api", "1 worker, 1 client: p50 spent outside the model (HTTP, JSON, server)",
+                p50 - in_process, "ms", note=f"the model's pyfunc predict: {in_process:.2f} ms",
+            )  # fmt: skip
+        if errors:
+            report.note(f"{label}, {clients} clients, first error: {errors[0]!r}")
+    count, seconds = (4, 10.0) if smoke else (400, 15.0)
+    latencies, errors, elapsed = _load(url, batch, 4, count, seconds)
+    images = len(latencies) * batch_size / elapsed
+    report.add("api", f"{label}, 4 clients, {batch_size} images per request: images/s", images,
+               "img/s")  # fmt: skip
+    report.add("api", f"{label}, 4 clients, {batch_size} images per request: p50",
+               percentiles(latencies or [float("nan")])[0], "ms")  # fmt: skip
+    report.add("api", f"{label}, 4 clients, {batch_size} images per request: errors",
+               len(errors), "", always=True)  # fmt: skip
+    return rates, images
+
+
 def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
+    """The REST API (`serving.api_server`: MLflow's scoring app under uvicorn) with 1 and 2
+    worker processes: its start, and its load from a client of threads on keep-alive
+    connections, each request sent in one write, single images and batches of 64."""
     import urllib.request
 
     import mlflow.pyfunc
@@ -462,44 +498,53 @@ def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
     from fmnist_lib import preprocess, serving
     from fmnist_lib.data import load_test_set
 
-    encoded = base64.b64encode(preprocess.encode_png(load_test_set()[0][0])).decode()
-    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}}).encode()
-    print(f"REST API: mlflow models serve -m {model_uri} on 127.0.0.1")
-    start = time.perf_counter()
-    with serving.api_server(model_uri) as url:
-        pinged = time.perf_counter() - start
-        request = urllib.request.Request(
-            f"{url}/invocations", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-        started = time.perf_counter() - start
-        report.add("api", "process start to /ping answering", pinged, "s")
-        report.add("api", "process start to first answer", started, "s")
-        report.note(
-            "the API's start-up: fetching the model's files, then MLflow's CLI and the uvicorn "
-            "server process, each importing MLflow (1.5 s here), then loading the model"
-        )
-        # What the model itself costs per request, to tell it from the server's share.
-        pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
-        frame = serving.images_frame([encoded])
-        in_process, _ = percentiles(timed(lambda: pyfunc.predict(frame), 50 if smoke else 500))
-        for clients in (1, 4, 16):
-            count, seconds = (20, 10.0) if smoke else (4000, 20.0)
-            latencies, errors, elapsed = _load(url, body, clients, count, seconds)
-            rate = len(latencies) / elapsed
-            p50, p99 = percentiles(latencies or [float("nan")])
-            report.add("api", f"{clients} clients: requests/s", rate, "req/s")
-            report.add("api", f"{clients} clients: p50", p50, "ms")
-            report.add("api", f"{clients} clients: p99", p99, "ms")
-            report.add("api", f"{clients} clients: errors", len(errors), "", always=True)
-            if clients == 1:
-                report.add(
-                    "api", "1 client: p50 spent outside the model (HTTP, JSON, MLflow's server)",
-                    p50 - in_process, "ms", note=f"the model's pyfunc predict: {in_process:.2f} ms",
-                )  # fmt: skip
-            if errors:
-                report.note(f"{clients} clients, first error: {errors[0]!r}")
+    test_images = load_test_set()[0]
+    encoded = [
+        base64.b64encode(preprocess.encode_png(image)).decode() for image in test_images[:64]
+    ]
+
+    def body(images):
+        return json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}}
+        ).encode()
+
+    single, batch = body(encoded[:1]), body(encoded)
+    # What the model itself costs per request, to tell it from the server's share.
+    pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+    one, many = serving.images_frame(encoded[:1]), serving.images_frame(encoded)
+    in_process, _ = percentiles(timed(lambda: pyfunc.predict(one), 50 if smoke else 500))
+    in_batch, _ = percentiles(timed(lambda: pyfunc.predict(many), 5 if smoke else 100))
+    in_batch_rate = len(encoded) / (in_batch / 1000)
+    report.add("api", f"in process, {len(encoded)} images per call: images/s", in_batch_rate,
+               "img/s", note="the pyfunc model's predict, no server")  # fmt: skip
+    results = {}
+    for workers in (1, 2):
+        print(f"REST API: {model_uri} on 127.0.0.1, {workers} worker(s)")
+        start = time.perf_counter()
+        with serving.api_server(model_uri, workers=workers) as url:
+            pinged = time.perf_counter() - start
+            request = urllib.request.Request(
+                f"{url}/invocations", single, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+            started = time.perf_counter() - start
+            if workers == 1:
+                report.add("api", "process start to /ping answering", pinged, "s")
+                report.add("api", "process start to first answer", started, "s")
+                report.note(
+                    "the API's start-up: fetching the model's files, then the server process "
+                    "importing MLflow (1.5 s here) and loading the model"
+                )
+            results[workers] = _serve_and_load(
+                report, url, single, batch, len(encoded), workers, in_process, smoke
+            )
+    for clients in (4, 16):
+        ratio = results[2][0][clients] / max(results[1][0][clients], 1e-9)
+        report.add("api", f"2 workers over 1, {clients} clients: requests/s", ratio, "x")
+    best = max(results[1][1], results[2][1])
+    report.add("api", "batched requests, best: images/s over in-process", best / in_batch_rate,
+               "x", note=f"in process {in_batch_rate:,.0f} images/s")  # fmt: skip
 
 
 # --- the course ----------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 python -m fmnist_lib train MODEL [--profile quick|full] [--set key=value]
 python -m fmnist_lib register [--profile quick|full]
 python -m fmnist_lib champion
-python -m fmnist_lib tune STUDY [--create] [--trials N] [--profile quick|full]
+python -m fmnist_lib tune STUDY [--create] [--trials N | --until N] [--profile quick|full]
+python -m fmnist_lib serve [MODEL] [--host HOST] [--port PORT] [--workers N]
 """
 
 from __future__ import annotations
@@ -63,9 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     tune_parser.add_argument("study", help="the study's name")
     tune_parser.add_argument("--create", action="store_true", help="create it if it is new")
-    tune_parser.add_argument("--trials", type=int, default=1, help="trials to run here (1)")
+    runs = tune_parser.add_mutually_exclusive_group()
+    runs.add_argument("--trials", type=int, default=1, help="trials to run here (1)")
+    runs.add_argument(
+        "--until", type=int, metavar="N",
+        help="run trials until the study holds N finished ones (all workers together)",
+    )  # fmt: skip
     tune_parser.add_argument("--profile", help="quick or full, for --create")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve a model as a REST API (the API of `mlflow models serve`)",
+        description="Serve a model as the REST API of `mlflow models serve` (POST /invocations, "
+        "GET /ping), with as many worker processes as you ask for.",
+    )
+    serve_parser.add_argument(
+        "model", nargs="?", default="models:/fashion-mnist@champion",
+        help="a model folder or a models:/ or runs:/ URI (default: the champion)",
+    )  # fmt: skip
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=5001, help="port (5001)")
+    serve_parser.add_argument("--workers", type=int, default=1, help="processes (1)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "tune":
         return _tune(args)
     if args.command == "register":
@@ -100,7 +121,7 @@ def _tune(args) -> int:
         if args.create:
             profile = profile_named(args.profile) if args.profile else None
             tuning.create_study(args.study, profile)
-        study = tuning.run_trials(args.study, args.trials)
+        study = tuning.run_trials(args.study, args.trials, until=args.until)
     except KeyError:  # Optuna's "Record does not exist" (before LookupError, its parent)
         print(
             f"error: no study {args.study!r} in {tuning.storage_url()}: create it with --create.",
@@ -114,6 +135,22 @@ def _tune(args) -> int:
     best = max(done, key=lambda t: t.value, default=None)
     summary = f"best so far: trial {best.number}, {best.value:.4f}" if best else "no trial done"
     print(f"study {args.study}: {len(study.trials)} trials; {summary}")
+    return 0
+
+
+def _serve(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from . import serving
+
+    if args.workers < 1:
+        print("error: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    try:
+        serving.serve_api(args.model, args.host, args.port, args.workers)
+    except MlflowException as err:
+        print(f"error: cannot load {args.model}: {err.message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,6 +5,7 @@ others are called where they are needed. When a pin in requirements.txt moves, c
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from contextlib import contextmanager
@@ -43,3 +44,35 @@ def restore_mplbackend(previous: str | None) -> None:
         os.environ.pop("MPLBACKEND", None)
     else:
         os.environ["MPLBACKEND"] = previous
+
+
+def __getattr__(name: str):
+    # `TcpConfig` subclasses uvicorn's Config: made on first use (only the API server imports
+    # uvicorn), under this module's name so that uvicorn's worker processes can unpickle it.
+    if name == "TcpConfig":
+        return _tcp_config_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _tcp_config_class():
+    import socket
+
+    import uvicorn
+
+    class TcpConfig(uvicorn.Config):
+        """uvicorn 0.54 binds the listening socket itself when it runs several workers, with
+        ``proto`` 0; accepted sockets inherit it, asyncio then leaves Nagle's algorithm on, and
+        every keep-alive request after the first waits ~40 ms for the client's delayed ACK
+        (uvicorn issue #3149). This socket says it is TCP, so asyncio sets ``TCP_NODELAY``.
+        Goes when tests/test_serving.py finds uvicorn's own socket says so too."""
+
+        def bind_socket(self) -> socket.socket:
+            sock = super().bind_socket()
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == 0:
+                sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, sock.detach())
+                sock.set_inheritable(True)
+            return sock
+
+    TcpConfig.__module__, TcpConfig.__qualname__ = __name__, "TcpConfig"
+    return TcpConfig

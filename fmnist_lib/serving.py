@@ -390,16 +390,48 @@ def load(model_uri: str, check_requirements: bool = True) -> Classifier:
     return model.unwrap_python_model()
 
 
+def serve_api(model: str, host: str = "127.0.0.1", port: int = 5001, workers: int = 1) -> None:
+    """Serve ``model`` (a local model folder or a ``models:/`` or ``runs:/`` URI) as the REST API
+    of `mlflow models serve`: MLflow's own scoring app under uvicorn, until interrupted, with
+    ``workers`` processes (see `_compat.TcpConfig` for why not through ``mlflow models serve``)."""
+    import os
+
+    import mlflow.artifacts
+    import uvicorn
+    from mlflow.pyfunc import scoring_server
+    from mlflow.utils.file_utils import path_to_local_file_uri
+    from uvicorn.supervisors import Multiprocess
+
+    from . import tracking
+
+    folder = Path(model)
+    with tempfile.TemporaryDirectory() as scratch:
+        if not folder.is_dir():
+            mlflow.set_tracking_uri(tracking.tracking_uri())
+            folder = Path(mlflow.artifacts.download_artifacts(model, dst_path=f"{scratch}/model"))
+        # What `mlflow models serve` hands its uvicorn: the app reads the model's folder here.
+        os.environ[scoring_server._SERVER_MODEL_PATH] = path_to_local_file_uri(str(folder))
+        app = "mlflow.pyfunc.scoring_server.app:app"
+        config = _compat.TcpConfig(app, host=host, port=port, workers=workers)
+        if workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.Server(config).run()
+
+
 @contextmanager
-def api_server(model_uri: str, port: int | None = None, log: Path | None = None):
-    """Run ``mlflow models serve`` on ``model_uri`` at 127.0.0.1 for the length of a ``with``
-    block; yields its base URL once it answers. The same store as the library's is used; the
-    server's output goes to ``log`` (a temporary file by default).
+def api_server(model_uri: str, port: int | None = None, log: Path | None = None, workers: int = 1):
+    """Serve ``model_uri`` as a REST API at 127.0.0.1 (`serve_api`, in a process of its own:
+    ``python -m fmnist_lib serve``) for the length of a ``with`` block; yields its base URL once
+    it answers. The same store as the library's is used; the server's output goes to ``log``
+    (a temporary file by default).
 
     The model's files are fetched here first and the server started on that folder: it then
     starts about a second sooner, as it no longer opens the store itself."""
+    import sys
+
     from . import tracking
-    from .processes import BIN, env_with, free_port, running
+    from .processes import env_with, free_port, running
 
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
@@ -409,8 +441,8 @@ def api_server(model_uri: str, port: int | None = None, log: Path | None = None)
 
         mlflow.set_tracking_uri(tracking.tracking_uri())
         local = mlflow.artifacts.download_artifacts(model_uri, dst_path=f"{folder}/model")
-        command = [str(BIN / "mlflow"), "models", "serve", "-m", local, "--env-manager", "local"]
-        command += ["--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "-m", "fmnist_lib", "serve", local, "--port", str(port)]
+        command += ["--workers", str(workers)]
         log = log or Path(folder) / "serve.log"
         with running(command, f"{url}/ping", log, env=env):
             yield url

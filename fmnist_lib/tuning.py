@@ -9,11 +9,19 @@ they work on the same study, each taking the next trial Optuna proposes. The dat
 In MLflow the study is one run (tagged ``model=cnn-tuning``) and each trial a run nested under
 it, with the trial's hyperparameters and its validation accuracy at every epoch. Trials that
 fall below the median of earlier trials at the same epoch are stopped early (pruned).
+
+A worker that dies mid-trial (killed, its machine rebooted) loses nothing: each running trial
+sends a heartbeat, and the next worker to start a trial finds any trial whose heartbeat stopped
+`GRACE_SECONDS` ago, marks it and its MLflow run FAILED, and queues a copy of it, which a
+worker then runs.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
@@ -30,6 +38,10 @@ BUDGETS = {
     "full": {"train_size": 12000, "epochs": 6, "val_size": None},
 }
 FILTERS = {"16-32": (16, 32), "32-64": (32, 64), "48-96": (48, 96)}
+# A running trial writes a heartbeat this often; one silent for GRACE_SECONDS is a dead worker's.
+HEARTBEAT_SECONDS = 2
+GRACE_SECONDS = 10
+MAX_RETRIES = 2  # a trial that kills its worker twice more is left failed
 
 
 def course_settings(profile: Profile | None = None) -> dict:
@@ -69,15 +81,43 @@ class Settings:
     val_size: int | None = None  # None: the whole validation set
 
 
+def _dead_trial(study, trial) -> None:
+    """Called by Optuna for a trial whose worker stopped sending heartbeats, once it is marked
+    FAILED: end its MLflow run as FAILED too (its worker cannot), then queue a copy of it."""
+    import optuna
+    from mlflow import MlflowClient
+
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        client = MlflowClient(tracking.tracking_uri())
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "optuna.state", "failed")
+            client.set_terminated(run_id, "FAILED")
+    optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)(study, trial)
+
+
 def _storage(url: str | None):
     import optuna
 
     url = url or storage_url()
-    if not url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url)
-    # Several workers may start at once: wait for the database rather than fail on a lock.
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    _begin_immediate(storage.engine)
+    if url.startswith("sqlite"):
+        # Several workers may start at once: wait for the database rather than fail on a lock.
+        engine = {"connect_args": {"timeout": 60}}
+    else:
+        # A connection the database server closed is replaced, not an error.
+        engine = {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        # Heartbeats are "experimental" in Optuna 5.0: the one way it offers to find dead workers.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=_dead_trial,
+        )
+    if url.startswith("sqlite"):
+        _begin_immediate(storage.engine)
     return storage
 
 
@@ -173,7 +213,10 @@ def _objective(settings: Settings, data):
         }
         with mlflow.start_run(
             run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
-        ):
+        ) as run:
+            # Where the trial runs, and its run: what `_dead_trial` needs if this worker dies.
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             train_size = len(data.y_train)
             mlflow.log_params({**params, "epochs": settings.epochs, "train_size": train_size})
             seed = SEED + trial.number  # each trial its own draw
@@ -198,17 +241,48 @@ def _objective(settings: Settings, data):
     return objective
 
 
-def run_trials(name: str, n_trials: int, storage: str | None = None):
-    """Run ``n_trials`` trials of the study ``name`` in this process (one worker)."""
+def finished(study) -> int:
+    """How many trials of ``study`` are done: complete or pruned."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def run_trials(
+    name: str, n_trials: int | None = 1, storage: str | None = None, until: int | None = None
+):
+    """Run trials of the study ``name`` in this process (one worker): ``n_trials`` of them, or,
+    with ``until``, as many as it takes for the study to hold ``until`` finished trials (with
+    other workers on the same study). Before returning, a worker with ``until`` waits for the
+    trials still running elsewhere to finish or be found dead, and runs the copies of dead ones,
+    so that the study ends with none running or queued."""
     import optuna
+    from optuna.trial import TrialState
 
     study = load_study(name, storage)
     settings = Settings(**study.user_attrs["settings"])
     data = load_fashion_mnist().subset(settings.train_size, None, val_size=settings.val_size)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracking.use_experiment()
-    study.optimize(_objective(settings, data), n_trials=n_trials)
-    return study
+    objective = _objective(settings, data)
+    if until is None:
+        study.optimize(objective, n_trials=n_trials)
+        return study
+
+    def enough(study, _trial) -> None:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if finished(study) >= until and not waiting:
+            study.stop()
+
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and queued
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if finished(study) < until or TrialState.WAITING in states:
+            study.optimize(objective, callbacks=[enough])
+        elif TrialState.RUNNING in states:
+            time.sleep(HEARTBEAT_SECONDS)  # running elsewhere: it ends, or its heartbeat does
+        else:
+            return study
 
 
 def trials_table(study) -> pd.DataFrame:

@@ -1,9 +1,15 @@
-"""Shared fixtures: small IDX files written on the fly, a real HTTP server on 127.0.0.1, and an
-MLflow store with two tiny registered models for the app's tests."""
+"""Shared fixtures: small IDX files written on the fly, a real HTTP server on 127.0.0.1, an
+MLflow store with two tiny registered models for the app's tests, and a real PostgreSQL server
+for the team tests."""
 
 from __future__ import annotations
 
 import http.server
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 import threading
 from functools import partial
 from pathlib import Path
@@ -89,3 +95,59 @@ def app_store(tmp_path_factory):
         train("dense", profile=tiny)
         registry.register_best()
         return uri, registry.registered_models()
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def team_sql() -> str:
+    """The SQL the README tells a team to run on its PostgreSQL server (the ``<<'SQL'`` block):
+    the tests run exactly that."""
+    text = README.read_text(encoding="utf-8")
+    found = re.search(r"<<'SQL'\n(.*?)\nSQL\n", text, re.S)
+    assert found, "README.md has no <<'SQL' ... SQL block for the team's database"
+    return found[1]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's cluster tools: `pg_createcluster`
+    with its configuration in a temporary folder, not /etc), set up with the README's SQL.
+    Yields ``url(database)``, a SQLAlchemy URL as the README writes it; the cluster and its
+    files are removed afterwards."""
+    import pwd
+
+    from fmnist_lib.processes import free_port
+
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not versions or not shutil.which("pg_createcluster"):
+        pytest.skip(
+            "PostgreSQL is not installed: `./course test` installs the Debian package "
+            "postgresql with apt-get where it can (as root or with sudo)"
+        )
+    version = versions[-1].parts[-3]
+    # The server refuses to run as root: as root the cluster belongs to the postgres user.
+    owner = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    root = Path(tempfile.mkdtemp(prefix="fmnist-postgres-"))
+    shutil.chown(root, owner)
+    port = free_port()
+    name = f"fmnist-test-{port}"
+    env = {**os.environ, "PG_CLUSTER_CONF_ROOT": str(root / "etc")}
+    create = ["pg_createcluster", version, name, "--user", owner, "--datadir", str(root / "data")]
+    create += ["--port", str(port), "--socketdir", str(root), "--logfile", str(root / "log")]
+    create += ["--start", "--", "--auth-local=trust", "--auth-host=scram-sha-256"]
+    made = subprocess.run(create, env=env, capture_output=True, text=True)
+    try:
+        if made.returncode != 0:
+            log = (root / "log").read_text() if (root / "log").exists() else ""
+            raise RuntimeError(f"pg_createcluster failed:\n{made.stdout}{made.stderr}{log}")
+        sql = team_sql()
+        psql = ["psql", "--host", str(root), "--port", str(port), "--username", owner]
+        psql += ["--dbname", "postgres", "--set", "ON_ERROR_STOP=1", "--quiet"]
+        subprocess.run(psql, input=sql, env=env, check=True, capture_output=True, text=True)
+        user, password = re.search(r"CREATE USER (\w+) PASSWORD '([^']*)'", sql).groups()
+        yield lambda database: f"postgresql+psycopg://{user}:{password}@127.0.0.1:{port}/{database}"
+    finally:
+        drop = ["pg_dropcluster", version, name, "--stop"]
+        subprocess.run(drop, env=env, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""The REST API: a real `mlflow models serve` of models:/fashion-mnist@champion on 127.0.0.1,
-real test images as PNG, JPEG and arrays, and a clear 4xx for every bad input."""
+"""The REST API: MLflow's scoring server on models:/fashion-mnist@champion at 127.0.0.1, with two
+worker processes (`./course api --workers 2`), real test images as PNG, JPEG and arrays, and a
+clear 4xx for every bad input; `mlflow models serve` itself answers the same."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fmnist_lib.config import profile_named
 from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
 from fmnist_lib.training import train
 
-# A real `mlflow models serve` on a trained model.
+# A real server on a trained model.
 pytestmark = pytest.mark.slow
 
 N = 40
@@ -26,15 +27,34 @@ N = 40
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    """A quick dense network, registered as champion in a store of its own, served."""
+    """A quick dense network, registered as champion in a store of its own, served by two
+    worker processes."""
     store = tmp_path_factory.mktemp("api")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
         train("dense", profile=profile_named("quick"))
         registry.register_best()
         classifier = serving.load(registry.CHAMPION_URI)
-        with serving.api_server(registry.CHAMPION_URI, log=store / "serve.log") as url:
+        log = store / "serve.log"
+        with serving.api_server(registry.CHAMPION_URI, log=log, workers=2) as url:
             yield url, classifier
+
+
+def test_mlflow_models_serve_answers_the_same(api, tmp_path):
+    """MLflow's own command, as the README and chapter 8 show it, on the same model."""
+    from fmnist_lib.processes import BIN, env_with, free_port, running
+
+    url, _ = api
+    images = load_fashion_mnist().x_test[:5]
+    rows = [[b64(preprocess.encode_png(image))] for image in images]
+    body = {"dataframe_split": {"columns": ["image"], "data": rows}}
+    port = free_port()
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", registry.CHAMPION_URI]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/ping", tmp_path / "log", env=env_with()):
+        theirs = post(f"http://127.0.0.1:{port}", body)
+    assert theirs[0] == 200
+    assert post(url, body) == theirs
 
 
 def post(url: str, body) -> tuple[int, dict]:

@@ -38,13 +38,19 @@ def test_a_smoke_run_measures_every_section_and_writes_json(app_store, tmp_path)
         "one 28x28 PNG, model: p50",
         "one image, naive Keras model.predict: p50",
         "process start to first answer",
-        "4 clients: requests/s",
+        "1 worker, 4 clients: requests/s",
+        "2 workers, 16 clients: requests/s",
+        "2 workers, 4 clients, 64 images per request: images/s",
+        "in process, 64 images per call: images/s",
+        "2 workers over 1, 4 clients: requests/s",
         "quick: 00_smoke",
     ):
         assert 0 < rows[measure]["value"] < 1e7, measure
-    for clients in (1, 4, 16):
-        assert rows[f"{clients} clients: errors"]["value"] == 0
-        assert rows[f"{clients} clients: errors"]["met"] is True
+    for workers in ("1 worker", "2 workers"):
+        for clients in (1, 4, 16):
+            assert rows[f"{workers}, {clients} clients: errors"]["value"] == 0
+            assert rows[f"{workers}, {clients} clients: errors"]["met"] is True
+        assert rows[f"{workers}, 4 clients, 64 images per request: errors"]["met"] is True
     assert 0 < rows["cnn: library, share of FP32 peak"]["value"] < 100
     assert document["machine"]["cores"] >= 1 and "onnxruntime" in document["machine"]["versions"]
     assert "| section | measure |" in result.stdout  # the table, as the README shows it
@@ -64,15 +70,16 @@ def test_unknown_sections_and_a_missing_model_are_told_not_raised(tmp_path):
 def test_both_scripts_share_the_targets_and_a_smoke_run_applies_only_the_error_ones():
     app = (SCRIPT.parent / "app_speed.py").read_text()
     assert "from common import" in app and "TARGET_" not in app
-    assert common.met("4 clients: requests/s", 301.0) and not common.met("4 clients: requests/s", 1)
+    rate = "1 worker, 4 clients: requests/s"
+    assert common.met(rate, 301.0) and not common.met(rate, 1)
     assert common.met("cnn: library, seconds per epoch", 9.0) is False
     # Both networks' library path is held to plain model.fit's speed, as before the move.
     assert common.met("dense: library speed-up over plain model.fit", 0.98) is False
     assert common.met("no such measure", 1.0) is None
     smoke = bench.Report(smoke=True)
-    assert smoke.add("api", "4 clients: requests/s", 1.0, "req/s").met is None
-    assert smoke.add("api", "4 clients: errors", 1, "", always=True).met is False
-    assert bench.Report().add("api", "4 clients: requests/s", 1.0, "req/s").met is False
+    assert smoke.add("api", rate, 1.0, "req/s").met is None
+    assert smoke.add("api", "2 workers, 4 clients: errors", 1, "", always=True).met is False
+    assert bench.Report().add("api", rate, 1.0, "req/s").met is False
 
 
 def test_flops_of_a_network_come_from_its_layer_shapes():

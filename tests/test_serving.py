@@ -170,3 +170,46 @@ def test_answers_below_the_threshold_are_not_sure_and_above_are(trained):
     assert (out["confidence"][~sure] < threshold).all()
     # Temperature scaling never changes the answer, only how sure it is.
     assert out["class_id"].tolist() == np.stack(out["probabilities"]).argmax(axis=1).tolist()
+
+
+def test_the_api_server_socket_turns_on_tcp_nodelay_for_every_connection():
+    """What keeps a multi-worker API from answering ~40 ms late: the listening socket uvicorn's
+    supervisor hands its workers says it is TCP, so asyncio sets TCP_NODELAY on accepted
+    connections (with uvicorn's own socket it does not: uvicorn issue #3149)."""
+    import asyncio
+    import pickle
+    import socket
+
+    import uvicorn
+
+    def accepted_nodelay(config) -> tuple[int, int]:
+        sock = config.bind_socket()
+        seen = []
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted = transport.get_extra_info("socket")
+                seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        async def main():
+            server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+            port = sock.getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            while not seen:
+                await asyncio.sleep(0.01)
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run(main())
+        return sock.proto, seen[0]
+
+    from fmnist_lib import _compat
+
+    ours = _compat.TcpConfig("x:app", host="127.0.0.1", port=0, workers=2)
+    assert pickle.loads(pickle.dumps(ours)).bind_socket  # uvicorn sends it to each worker
+    assert accepted_nodelay(ours) == (socket.IPPROTO_TCP, 1)
+    # uvicorn's own: the bug this works around. When this fails, uvicorn fixed it.
+    theirs = uvicorn.Config("x:app", host="127.0.0.1", port=0, workers=2)
+    assert accepted_nodelay(theirs) == (0, 0)

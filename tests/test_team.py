@@ -1,33 +1,74 @@
-"""Team mode: a real `mlflow server` on 127.0.0.1 (its own database and artifact store), the
-library pointed at it by MLFLOW_TRACKING_URI alone. Training, comparison, registry and loading
-the champion work unchanged, and every file goes through the server."""
+"""Team mode: a real `mlflow server` on 127.0.0.1 with its own database (SQLite, and PostgreSQL
+as the README sets it up) and artifact store, the library pointed at it by
+MLFLOW_TRACKING_URI alone. Training, comparison, registry and loading the champion work
+unchanged, and every file goes through the server. Four tuning workers share one PostgreSQL
+study; one of them is killed mid-trial and nothing is lost."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from fmnist_lib import registry, serving, tracking
-from fmnist_lib.config import Profile
+from fmnist_lib import registry, serving, tracking, tuning
+from fmnist_lib.config import Profile, profile_named
 from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.processes import BIN, env_with, free_port, running
 from fmnist_lib.training import train
 
-# A real `mlflow server`, and models trained through it.
+# A real `mlflow server` (and PostgreSQL), and models trained through it.
 pytestmark = pytest.mark.slow
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=1)
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_server_command() -> list[str]:
+    """The README's `mlflow server` command for a team, as a list of words."""
+    found = re.search(r"^mlflow server .*?[^\\]$", README.read_text(), re.M | re.S)
+    assert found, "README.md shows no `mlflow server` command"
+    return found[0].replace("\\\n", " ").split()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """The server's database: (MLflow's URI, Optuna's URI)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    url = request.getfixturevalue("postgres")  # the databases the README's SQL makes
+    return url("mlflow"), url("optuna")
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
+def server(backend, tmp_path, monkeypatch):
+    """The README's `mlflow server` command, on 127.0.0.1 with this test's database and
+    folder."""
+    mlflow_db, optuna_db = backend
     port = free_port()
     artifacts = tmp_path / "server-artifacts"
-    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
-    command += ["--artifacts-destination", str(artifacts), "--workers", "1"]
+    command = _readme_server_command()
+    values = {
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--backend-store-uri": mlflow_db,
+        "--artifacts-destination": str(artifacts),
+        "--allowed-hosts": f"127.0.0.1:{port}",
+    }
+    assert set(values) == set(command[2::2]), "the README's server options changed"
+    command = [str(BIN / "mlflow"), "server"]
+    for option, value in values.items():
+        command += [option, value]
     url = f"http://127.0.0.1:{port}"
-    with running(command, f"{url}/health", tmp_path / "server.log", env=env_with()):
+    with running(command + ["--workers", "2"], f"{url}/health", tmp_path / "server.log",
+                 env=env_with()):  # fmt: skip
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("FMNIST_OPTUNA_STORAGE", optuna_db)
         # The client works in a folder of its own: nothing may land beside it.
         client_dir = tmp_path / "client"
         client_dir.mkdir()
@@ -56,3 +97,81 @@ def test_train_compare_register_and_serve_through_a_tracking_server(server):
     stored = {p.name for p in artifacts.rglob("*") if p.is_file()}
     assert {"MLmodel", "model.skops", "confusion_matrix.png"} <= stored
     assert not any(client_dir.iterdir())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_path):
+    """Four `tune --until` workers at once on one PostgreSQL study; the first to run a trial is
+    killed (SIGKILL) in the middle of it. Its trial and MLflow run end FAILED, a copy of the
+    trial is run by another worker, and the study reaches its count with every trial recorded
+    once in Optuna and once in MLflow, none left running or queued."""
+    import optuna
+    from mlflow import MlflowClient
+    from optuna.trial import TrialState
+
+    until = 8
+    name = "team-study"
+    study = tuning.create_study(name, profile_named("quick"))
+    command = [sys.executable, "-m", "fmnist_lib", "tune", name, "--until", str(until)]
+    logs = [tmp_path / f"worker-{k}.log" for k in range(4)]
+    workers = []
+    for log in logs:
+        with open(log, "wb") as out:
+            workers.append(
+                subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env_with())
+            )
+    try:
+        # The first trial that has started training (its MLflow run exists): kill its worker.
+        deadline = time.monotonic() + 300
+        while True:
+            assert time.monotonic() < deadline, "no trial started in 5 minutes"
+            running_now = [
+                t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if "mlflow_run_id" in t.user_attrs
+            ]  # fmt: skip
+            if running_now:
+                break
+            time.sleep(0.5)
+        victim = running_now[0]
+        pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+        assert pid in {w.pid for w in workers}
+        os.kill(pid, signal.SIGKILL)
+        for worker, log in zip(workers, logs, strict=True):
+            code = worker.wait(timeout=600)
+            if worker.pid != pid:
+                assert code == 0, log.read_text()[-3000:]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+
+    study = optuna.load_study(study_name=name, storage=tuning.storage_url())
+    trials = study.get_trials(deepcopy=False)
+    states = {t.number: t.state for t in trials}
+    assert states[victim.number] == TrialState.FAIL
+    assert tuning.finished(study) >= until
+    assert set(states.values()) <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    assert list(states.values()).count(TrialState.FAIL) == 1
+    # The dead trial was queued again with its settings, and another worker ran it to the end.
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.params == victim.params
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry.user_attrs["worker"] != victim.user_attrs["worker"]
+
+    # MLflow: one run per trial under the study's run, each in its trial's final state.
+    client = MlflowClient()
+    parent = tuning.Settings(**study.user_attrs["settings"]).mlflow_run_id
+    runs = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent}'",
+        max_results=1000,
+    )
+    by_trial = {}
+    for run in runs:
+        by_trial.setdefault(int(run.data.tags["optuna.trial"]), []).append(run)
+    assert sorted(by_trial) == sorted(states)
+    assert all(len(found) == 1 for found in by_trial.values())
+    for number, state in states.items():
+        status = by_trial[number][0].info.status
+        assert status == ("FAILED" if state == TrialState.FAIL else "FINISHED"), number
+    assert by_trial[victim.number][0].info.run_id == victim.user_attrs["mlflow_run_id"]
