@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fmnist_lib import registry, serving, tracking, tuning
-from fmnist_lib.config import Profile, profile_named
+from fmnist_lib.config import Profile
 from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.processes import BIN, env_with, free_port, running
 from fmnist_lib.training import train
@@ -29,11 +29,18 @@ TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=1)
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _readme_server_command() -> list[str]:
+def _readme_server_command(path: Path = README) -> list[str]:
     """The README's `mlflow server` command for a team, as a list of words."""
-    found = re.search(r"^mlflow server .*?[^\\]$", README.read_text(), re.M | re.S)
-    assert found, "README.md shows no `mlflow server` command"
+    found = re.search(r"^mlflow server .*?[^\\]$", path.read_text(), re.M | re.S)
+    assert found, f"{path.name} shows no `mlflow server` command"
     return found[0].replace("\\\n", " ").split()
+
+
+def test_chapter_8_shows_the_team_setup_the_readme_shows_and_the_tests_run():
+    chapter = README.parent / "book" / "08_deploy.md"
+    sql = re.compile(r"<<'SQL'\n(.*?)\nSQL\n", re.S)
+    assert sql.search(chapter.read_text())[1] == sql.search(README.read_text())[1]
+    assert _readme_server_command(chapter) == _readme_server_command()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -90,8 +97,26 @@ def test_train_compare_register_and_serve_through_a_tracking_server(server):
     assert registry.champion()["run_id"] == best.run_id
 
     data = load_fashion_mnist().for_profile(TINY)
-    out = serving.load(registry.CHAMPION_URI).classify(data.x_test)
+    champion = serving.load(registry.CHAMPION_URI)
+    out = champion.classify(data.x_test)
     assert (out["class_id"].to_numpy() == data.y_test).mean() == pytest.approx(best.accuracy)
+
+    # The app lists the server's models and classifies with its champion.
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    app = AppTest.from_file(str(README.parent / "streamlit_app.py"), default_timeout=120).run()
+    assert not app.exception
+    (listed,) = registry.registered_models()
+    assert listed.champion and app.selectbox(key="model").value == listed.label
+    app.button[0].click().run()  # "One of each class"
+    indexes = [int(name.removeprefix("test #")) for name in app.multiselect(key="test_picks").value]
+    table = app.dataframe[0].value
+    test_images = load_fashion_mnist().x_test
+    expected = champion.classify(test_images[indexes])["class_name"].tolist()
+    assert table[f"{listed.short}: class"].tolist() == expected
 
     # Models and figures went to the server's artifact store, nothing to the client's disk.
     stored = {p.name for p in artifacts.rglob("*") if p.is_file()}
@@ -111,8 +136,13 @@ def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_p
 
     until = 8
     name = "team-study"
-    study = tuning.create_study(name, profile_named("quick"))
-    command = [sys.executable, "-m", "fmnist_lib", "tune", name, "--until", str(until)]
+    # The README's commands: create the study once, then one `--until` worker per machine.
+    tune = [sys.executable, "-m", "fmnist_lib", "tune", name]
+    created = subprocess.run(tune + ["--create", "--trials", "0", "--profile", "quick"],
+                             capture_output=True, text=True, env=env_with())  # fmt: skip
+    assert created.returncode == 0, created.stderr[-3000:]
+    study = tuning.load_study(name)
+    command = tune + ["--until", str(until)]
     logs = [tmp_path / f"worker-{k}.log" for k in range(4)]
     workers = []
     for log in logs:
