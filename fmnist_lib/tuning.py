@@ -93,7 +93,7 @@ def _dead_trial(study, trial) -> None:
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, "optuna.state", "failed")
             client.set_terminated(run_id, "FAILED")
-    optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)(study, trial)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
 
 
 def _storage(url: str | None):
@@ -275,7 +275,9 @@ def run_trials(
             study.stop()
 
     while True:
-        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and queued
+        with warnings.catch_warnings():  # "experimental" in Optuna 5.0, like the heartbeat
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, queued
         states = [t.state for t in study.get_trials(deepcopy=False)]
         if finished(study) < until or TrialState.WAITING in states:
             study.optimize(objective, callbacks=[enough])
