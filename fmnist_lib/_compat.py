@@ -35,6 +35,18 @@ def quiet_onnx_export():
         yield
 
 
+@contextmanager
+def optuna_experimental():
+    """Optuna 5.0 calls its heartbeat (``heartbeat_interval``, ``fail_stale_trials``) experimental
+    and warns on each use; it is the one way it offers to find a dead worker's trials. Goes when
+    creating a storage with a heartbeat under `-W error` succeeds."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def restore_mplbackend(previous: str | None) -> None:
     """streamlit 1.67 sets ``MPLBACKEND=Agg`` for the whole process on import
     (streamlit/__init__.py); chapter kernels started by that process then draw no figure.

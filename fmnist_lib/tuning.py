@@ -21,12 +21,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-import warnings
 from dataclasses import dataclass
 
 import pandas as pd
 
-from . import models, tracking
+from . import _compat, models, tracking
 from .config import PROJECT_ROOT, SEED, Profile, get_profile
 from .data import load_fashion_mnist
 from .training import fit_keras
@@ -100,15 +99,11 @@ def _storage(url: str | None):
     import optuna
 
     url = url or storage_url()
-    if url.startswith("sqlite"):
-        # Several workers may start at once: wait for the database rather than fail on a lock.
-        engine = {"connect_args": {"timeout": 60}}
-    else:
-        # A connection the database server closed is replaced, not an error.
-        engine = {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        # Heartbeats are "experimental" in Optuna 5.0: the one way it offers to find dead workers.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    sqlite = url.startswith("sqlite")
+    # SQLite: several workers may start at once, so wait for the database rather than fail on
+    # a lock. Others: a connection the database server closed is replaced, not an error.
+    engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    with _compat.optuna_experimental():
         storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine,
@@ -116,7 +111,7 @@ def _storage(url: str | None):
             grace_period=GRACE_SECONDS,
             heartbeat_stale_trial_callback=_dead_trial,
         )
-    if url.startswith("sqlite"):
+    if sqlite:
         _begin_immediate(storage.engine)
     return storage
 
@@ -269,19 +264,20 @@ def run_trials(
         study.optimize(objective, n_trials=n_trials)
         return study
 
-    def enough(study, _trial) -> None:
+    def done(study) -> bool:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if finished(study) >= until and not waiting:
+        return finished(study) >= until and not waiting
+
+    def enough(study, _trial) -> None:
+        if done(study):
             study.stop()
 
     while True:
-        with warnings.catch_warnings():  # "experimental" in Optuna 5.0, like the heartbeat
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with _compat.optuna_experimental():
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, queued
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        if finished(study) < until or TrialState.WAITING in states:
+        if not done(study):
             study.optimize(objective, callbacks=[enough])
-        elif TrialState.RUNNING in states:
+        elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             time.sleep(HEARTBEAT_SECONDS)  # running elsewhere: it ends, or its heartbeat does
         else:
             return study

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from teamdocs import team_sql
 
 from fmnist_lib import data as data_module
 
@@ -95,18 +96,6 @@ def app_store(tmp_path_factory):
         train("dense", profile=tiny)
         registry.register_best()
         return uri, registry.registered_models()
-
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def team_sql() -> str:
-    """The SQL the README tells a team to run on its PostgreSQL server (the ``<<'SQL'`` block):
-    the tests run exactly that."""
-    text = README.read_text(encoding="utf-8")
-    found = re.search(r"<<'SQL'\n(.*?)\nSQL\n", text, re.S)
-    assert found, "README.md has no <<'SQL' ... SQL block for the team's database"
-    return found[1]
 
 
 @pytest.fixture(scope="session")

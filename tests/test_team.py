@@ -7,17 +7,16 @@ study; one of them is killed mid-trial and nothing is lost."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from teamdocs import CHAPTER_8, server_command, team_sql
 
 from fmnist_lib import registry, serving, tracking, tuning
-from fmnist_lib.config import Profile
+from fmnist_lib.config import PROJECT_ROOT, Profile
 from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.processes import BIN, env_with, free_port, running
 from fmnist_lib.training import train
@@ -26,21 +25,11 @@ from fmnist_lib.training import train
 pytestmark = pytest.mark.slow
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=1)
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def _readme_server_command(path: Path = README) -> list[str]:
-    """The README's `mlflow server` command for a team, as a list of words."""
-    found = re.search(r"^mlflow server .*?[^\\]$", path.read_text(), re.M | re.S)
-    assert found, f"{path.name} shows no `mlflow server` command"
-    return found[0].replace("\\\n", " ").split()
 
 
 def test_chapter_8_shows_the_team_setup_the_readme_shows_and_the_tests_run():
-    chapter = README.parent / "book" / "08_deploy.md"
-    sql = re.compile(r"<<'SQL'\n(.*?)\nSQL\n", re.S)
-    assert sql.search(chapter.read_text())[1] == sql.search(README.read_text())[1]
-    assert _readme_server_command(chapter) == _readme_server_command()
+    assert team_sql(CHAPTER_8) == team_sql()
+    assert server_command(CHAPTER_8) == server_command()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -59,7 +48,7 @@ def server(backend, tmp_path, monkeypatch):
     mlflow_db, optuna_db = backend
     port = free_port()
     artifacts = tmp_path / "server-artifacts"
-    command = _readme_server_command()
+    command = server_command()
     values = {
         "--host": "127.0.0.1",
         "--port": str(port),
@@ -107,7 +96,7 @@ def test_train_compare_register_and_serve_through_a_tracking_server(server):
 
     st.cache_data.clear()
     st.cache_resource.clear()
-    app = AppTest.from_file(str(README.parent / "streamlit_app.py"), default_timeout=120).run()
+    app = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=120).run()
     assert not app.exception
     listed = registry.registered_models()[0]  # the champion first
     assert listed.champion and app.selectbox(key="model").value == listed.label
