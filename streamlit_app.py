@@ -13,6 +13,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
+from streamlit_drawable_canvas import st_canvas
 
 # Light imports only: MLflow and TensorFlow load in the background (see `start_loading`) while
 # the page is drawn, so that the uploader shows within a second or two of opening the app.
@@ -22,6 +23,7 @@ from fmnist_lib.data import CLASS_NAMES, DatasetError, load_test_set
 
 DETAILS = 12  # images shown in full; the table lists them all
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp"]
+DRAWING_SIZE = 280  # pixels of the drawing canvas, ten times the model's 28
 
 st.set_page_config(page_title="Fashion-MNIST classifier", page_icon="👕", layout="wide")
 
@@ -100,8 +102,11 @@ def pick_one_of_each(gallery: list[predictions.Item]) -> None:
 
 
 def inputs() -> list[predictions.Item]:
-    """The images chosen in the three tabs, in order: uploads, test images, generated ones."""
-    upload_tab, test_tab, generated_tab = st.tabs(["Upload", "Test images", "Generated images"])
+    """The images chosen in the four tabs, in order: uploads, the drawing, test images,
+    generated ones."""
+    upload_tab, draw_tab, test_tab, generated_tab = st.tabs(
+        ["Upload", "Draw", "Test images", "Generated images"]
+    )
     with upload_tab:
         files = st.file_uploader(
             "Pictures of clothes: PNG, JPEG, WebP, GIF or BMP, one item per picture",
@@ -110,6 +115,27 @@ def inputs() -> list[predictions.Item]:
             key="uploads",
         )
     items = [predictions.Item(f.name, f.getvalue()) for f in files or []]
+    with draw_tab:
+        st.caption(
+            "Draw one garment, dark on white and as large as the box: the drawing goes through "
+            "the same conversion as a photo. Drawings are unlike the dataset's photos, so expect "
+            "mistakes (chapter 6 measures how many)."
+        )
+        pen = st.slider("Pen width", 2, 30, 8, key="pen")
+        canvas = st_canvas(
+            stroke_width=pen,
+            stroke_color="#000000",
+            background_color="#ffffff",
+            height=DRAWING_SIZE,
+            width=DRAWING_SIZE,
+            drawing_mode="freedraw",
+            return_image_data=True,
+            key="drawing",
+        )
+        pixels = canvas.image_data
+        drawing = predictions.drawing_item(pixels) if pixels is not None else None
+        if drawing is not None:
+            items.append(drawing)
     with test_tab:
         try:
             gallery = test_gallery()
@@ -191,8 +217,8 @@ def show_details(examined, models, classifiers, probas, heats, show_steps: bool)
 def main() -> None:
     st.title("Fashion-MNIST classifier")
     st.caption(
-        "Upload pictures of clothes or pick test images: each model of the course says which "
-        "of the ten classes it sees, how sure it is, and where it looked."
+        "Upload pictures of clothes, draw one, or pick test images: each model of the course "
+        "says which of the ten classes it sees, how sure it is, and where it looked."
     )
     warm_up()
     notice = st.container()
@@ -227,7 +253,7 @@ def main() -> None:
         start_loading(model.uri)
 
     if not items:
-        st.info("Upload pictures or pick images in the tabs above.")
+        st.info("Upload pictures, draw a garment or pick images in the tabs above.")
         return
     examined = [examine(item) for item in items]
     for e in examined:

@@ -197,3 +197,9 @@ def is_default(
     compile_keras(reference, params, n_train)
     expected = _keras_signature(reference, params["batch_size"], params["epochs"])
     return _keras_signature(model, batch_size, epochs) == expected
+
+
+def description(name: str) -> str:
+    """What the model ``name`` is, in words; a model from outside the catalogue (chapter 9's
+    capstone, say) by its own name."""
+    return MODELS[name].description if name in MODELS else name

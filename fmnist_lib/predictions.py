@@ -9,6 +9,7 @@ out as the table the app shows and lets you download.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .evaluation import Calibration
 from .preprocess import ImageError
 
 PREVIEW = 256  # longest edge of the pictures kept for display
+INK = 250  # a canvas with no pixel darker than this is blank (anti-aliasing leaves greys)
 
 
 @dataclass(frozen=True)
@@ -151,3 +153,19 @@ def generated_item(folder: Path, image: custom_images.CustomImage) -> Item:
     except OSError:
         data = None
     return Item(image.file, data, image.label, "generated")
+
+
+def drawing_item(pixels, name: str = "drawing") -> Item | None:
+    """A drawing from the app's canvas, an RGBA (or RGB) array of strokes on a transparent or
+    white background, as a PNG file: it then goes through the same conversion as an upload.
+    None while nothing is drawn."""
+    array = np.asarray(pixels)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) < 1:
+        raise ValueError(f"a drawing is an RGB(A) array (height, width, 3 or 4), not {array.shape}")
+    mode = "RGBA" if array.shape[2] == 4 else "RGB"
+    picture = preprocess.flatten(Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode))
+    if np.asarray(picture.convert("L")).min() >= INK:
+        return None
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return Item(name, buffer.getvalue(), source="drawing")

@@ -166,20 +166,48 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
         )
     if candidates:
         top = max(candidates, key=lambda c: c.rank)
-        champion = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
-        if champion is None or (
-            champion.tags.get("run_id") != top.run_id and top.rank > _version_rank(champion)
-        ):
-            version = _register(
-                client, CHAMPION_MODEL, top, "The course's best model: serve @champion."
-            )
-            client.set_registered_model_alias(CHAMPION_MODEL, CHAMPION_ALIAS, version.version)
-            promoted = top.model
-        else:
-            promoted = None
+        champion = _promote_if_better(client, top)
         for row in rows:
-            row["champion"] = row["model"] == (promoted or champion.tags.get("model"))
+            row["champion"] = row["model"] == champion.tags.get("model")
     return pd.DataFrame(rows)
+
+
+def _promote_if_better(client, candidate: Candidate):
+    """Make ``candidate`` the champion if it ranks above the current one; returns the champion
+    version after the decision."""
+    champion = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
+    if champion is None or (
+        champion.tags.get("run_id") != candidate.run_id and candidate.rank > _version_rank(champion)
+    ):
+        champion = _register(
+            client, CHAMPION_MODEL, candidate, "The course's best model: serve @champion."
+        )
+        client.set_registered_model_alias(CHAMPION_MODEL, CHAMPION_ALIAS, champion.version)
+    return champion
+
+
+def register_result(result) -> dict:
+    """Register one recorded fit (a `training_run` result, whatever its model) as
+    ``fashion-mnist-<name>``, and promote it to champion if it ranks above the current one: the
+    rule of `register_best` (profile, then validation accuracy). Returns what happened."""
+    import mlflow
+
+    client = _client()
+    candidate = Candidate(
+        model=result.name,
+        run_id=result.run_id,
+        model_uri=result.model_uri,
+        profile=mlflow.get_run(result.run_id).data.tags["profile"],
+        validation_accuracy=float(result.validation.accuracy),
+        accuracy=float(result.accuracy),
+    )
+    version = _register(client, registered_name(result.name), candidate, "")
+    champion = _promote_if_better(client, candidate)
+    return {
+        "registered model": version.name,
+        "version": int(version.version),
+        "champion": champion.tags.get("run_id") == candidate.run_id,
+    }
 
 
 def no_model_message() -> str:

@@ -63,7 +63,7 @@ def test_without_a_model_the_app_says_what_to_run(monkeypatch, tmp_path):
 def test_picking_test_images_classifies_them_with_the_champion(app, app_store, test_set):
     champion = app_store[1][0]
     assert champion.champion and app.selectbox(key="model").value == champion.label
-    assert "Upload pictures or pick images" in app.info[-1].value
+    assert "Upload pictures, draw a garment or pick images" in app.info[-1].value
     app.button[0].click().run()  # "One of each class"
     picks = app.multiselect(key="test_picks").value
     assert len(picks) == 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,80 @@ def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
     )
     for text in (improve, questions):
         assert "Failed to format" not in text and "Traceback" not in text
+
+
+# --- Practice: exercises, self-check quizzes, notebooks to download -------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", [c for c in notebook_chapters() if c != "intro"])
+def test_each_chapter_has_numbered_exercises_with_folded_solutions_and_a_quiz(built_book, chapter):
+    page = (built_book / f"{chapter}.html").read_text(encoding="utf-8")
+    exercises = re.findall(r'<div class="exercise admonition" id="(ex-\d\d-\d)"', page)
+    solutions = re.findall(r'<div class="solution dropdown admonition" id="[^"]+"', page)
+    assert 2 <= len(exercises) <= 4 and len(solutions) == len(exercises), chapter
+    # Numbered through the book (sphinx-exercise), each with its number shown.
+    assert len(set(re.findall(r"Exercise (\d+)", page))) == len(exercises), chapter
+    assert page.count("data-numquestions=") == 1, f"{chapter} has no quiz"
+    assert 'href="_sources/' + chapter + '.ipynb"' in page
+
+
+@pytest.mark.slow
+def test_every_chapter_page_offers_its_notebook_and_one_runs_where_it_lands(
+    built_book, tmp_path, monkeypatch
+):
+    """The download menu's .ipynb is a valid notebook of the chapter's cells; one, saved
+    anywhere, runs from top to bottom in the quick profile (the library and the dataset are
+    found wherever the notebook is)."""
+    from nbclient import NotebookClient
+
+    for chapter in notebook_chapters():
+        notebook = nbformat.read(built_book / "_sources" / f"{chapter}.ipynb", as_version=4)
+        nbformat.validate(notebook)
+        assert notebook.metadata.kernelspec.name == "python3"
+        source = (ROOT / "book" / f"{chapter}.md").read_text(encoding="utf-8")
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        assert len(code) == source.count("```{code-cell}"), chapter
+    downloaded = tmp_path / "01_explore.ipynb"
+    downloaded.write_bytes((built_book / "_sources" / "01_explore.ipynb").read_bytes())
+    monkeypatch.setenv("FMNIST_PROFILE", "quick")
+    notebook = nbformat.read(downloaded, as_version=4)
+    NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    assert any("data-numquestions" in str(o) for c in notebook.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_a_quiz_and_a_solution_work_in_the_built_page_with_no_kernel(built_book):
+    """Chapter 2's page in Chromium, from the file system: the quiz says wrong and right, the
+    numeric answer is the chapter's own, and a solution shows only once opened."""
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip(f"no Chromium at {chromium}: `./course test` installs it with apt-get")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto((built_book / "02_classical.html").as_uri())
+        quiz = page.locator("[data-numquestions]")
+        mcnemar = quiz.locator(".Quiz", has_text="McNemar")
+        mcnemar.locator(".MCButton", has_text="the difference of their two accuracies").click()
+        assert mcnemar.locator(".Feedback").inner_text().startswith("No: the same difference")
+        mcnemar.locator(".MCButton", has_text="exactly one of the two is right").click()
+        assert mcnemar.locator(".Feedback").inner_text().startswith("Right: images both get")
+        pixels = quiz.locator(".Quiz", has_text="How many numbers describe one image")
+        for typed, expected in (("783", "Not quite."), ("784", "Each 28x28 image becomes")):
+            pixels.locator("input.Input-text").fill(typed)
+            pixels.locator("input.Input-text").press("Enter")
+            assert pixels.locator(".Feedback").inner_text().startswith(expected), typed
+
+        solution = page.locator("#ex-02-1").locator(
+            "xpath=following::div[contains(@class, 'solution')][1]"
+        )
+        answer = solution.locator(".cell_output").first
+        assert not answer.is_visible()
+        solution.locator("button.toggle-button, .toggle-button, summary").first.click()
+        answer.wait_for(state="visible", timeout=5_000)
+        browser.close()

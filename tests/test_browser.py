@@ -1,21 +1,25 @@
 """The app in a real browser: `streamlit run` on 127.0.0.1, Debian's Chromium driven headless by
-Playwright. Uploads a real test image and a broken file, reads the prediction and the error
-from the page, downloads the results table, and saves a screenshot."""
+Playwright. Uploads a real test image and a broken file, draws a garment with the mouse, reads
+the predictions and the error from the page, downloads the results table, and saves a
+screenshot."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from badfiles import truncated
+from PIL import Image
 
-from fmnist_lib import preprocess, serving
+from fmnist_lib import predictions, preprocess, serving
 from fmnist_lib.config import PROJECT_ROOT
-from fmnist_lib.data import load_test_set
+from fmnist_lib.data import CLASS_NAMES, load_test_set
 from fmnist_lib.processes import BIN, env_with, free_port, running
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -96,4 +100,49 @@ def test_an_upload_is_classified_and_a_broken_file_explained(app_url, browser, t
     page.screenshot(path=shot, full_page=True)
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}", file=sys.stderr)
+    page.close()
+
+
+def test_a_garment_drawn_with_the_mouse_is_classified(app_url, browser, tmp_path):
+    """The Draw tab: a pair of trousers drawn with the mouse goes through the conversion of an
+    upload; the app's answer is the library's for the pixels on the canvas."""
+    import base64
+
+    url, champion, classifier = app_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(url)
+    page.get_by_role("tab", name="Draw").click()
+    surface = page.locator("canvas.upper-canvas")
+    surface.wait_for(state="visible", timeout=120_000)
+    box = surface.bounding_box()
+    strokes = [  # waistband, then each leg, in canvas pixels (280x280)
+        [(90, 40), (190, 40)],
+        [(92, 40), (80, 250), (125, 250), (140, 90)],
+        [(188, 40), (200, 250), (155, 250), (140, 90)],
+    ]
+    for stroke in strokes:
+        page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x, box["y"] + y, steps=25)
+        page.mouse.up()
+    verdict = page.wait_for_selector(
+        '[data-testid="stAlertContentSuccess"], [data-testid="stAlertContentWarning"]',
+        timeout=120_000,
+    )
+    answered = verdict.inner_text()  # "<model>: <class> (p%)", or "not sure. Perhaps <class> (p%)"
+    assert f"{champion.short}: " in answered
+
+    drawn = page.locator("canvas.dc-canvas.lower-canvas").evaluate("c => c.toDataURL('image/png')")
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(drawn.split(",", 1)[1]))))
+    item = predictions.drawing_item(pixels)
+    assert item is not None
+    expected = predictions.predict(classifier, [predictions.examine(item)])[0]
+    assert f"{CLASS_NAMES[int(expected.argmax())]} (" in answered
+    assert page.get_by_text("1 of 1 images classified").is_visible()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the table (CSV)").click()
+    table = pd.read_csv(download.value.path())
+    assert table[["image", "source"]].values.tolist() == [["drawing", "drawing"]]
+    page.screenshot(path=tmp_path / "drawing.png", full_page=True)
     page.close()

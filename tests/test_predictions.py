@@ -3,6 +3,8 @@ one clear sentence per unusable file, and the results table."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from badfiles import bomb, encode, png_header, truncated
@@ -147,3 +149,43 @@ def test_real_model_probabilities_match_the_served_ones(test_set):
     outputs = predictions.predict(classifier, examined)
     served = classifier.classify(serving.images_frame(preprocess.encode_png(im) for im in images))
     np.testing.assert_allclose(np.stack(outputs), np.stack(served["probabilities"]), rtol=1e-6)
+
+
+def _drawing(background: tuple[int, int, int, int]) -> np.ndarray:
+    """A pair of trousers drawn with a thick pen on a 280x280 canvas, as the app's canvas
+    returns it (RGBA)."""
+    from PIL import ImageDraw
+
+    canvas = Image.new("RGBA", (280, 280), background)
+    pen = ImageDraw.Draw(canvas)
+    black = (0, 0, 0, 255)
+    pen.line([(90, 40), (190, 40)], fill=black, width=10)  # waistband
+    pen.line([(92, 40), (80, 250), (125, 250), (140, 90)], fill=black, width=10)
+    pen.line([(188, 40), (200, 250), (155, 250), (140, 90)], fill=black, width=10)
+    return np.asarray(canvas)
+
+
+@pytest.mark.parametrize("background", [(255, 255, 255, 255), (0, 0, 0, 0)])
+def test_a_drawing_goes_through_the_conversion_of_an_upload(background):
+    """On white or on a transparent canvas, the drawing becomes a PNG file, and the model sees
+    what it would see of that file uploaded: the item light on black, filling the frame."""
+    item = predictions.drawing_item(_drawing(background))
+    assert item.source == "drawing" and item.label is None
+    assert Image.open(io.BytesIO(item.data)).format == "PNG"
+    examined = predictions.examine(item)
+    assert examined.ok and examined.image.shape == (28, 28)
+    uploaded = predictions.examine(Item("trousers.png", item.data))
+    np.testing.assert_array_equal(examined.image, uploaded.image)
+    image = examined.image.astype(float)
+    assert image[:, :3].mean() < 10 and image[:, -3:].mean() < 10  # dark margins
+    assert image.max() > 200 and image[4:24, 6:22].mean() > 40  # a bright item in the middle
+    assert list(examined.steps) == list(predictions.examine(uploaded.item).steps)
+
+
+def test_a_blank_canvas_is_no_drawing_and_a_wrong_array_is_refused():
+    assert predictions.drawing_item(np.full((280, 280, 4), 255, np.uint8)) is None
+    assert predictions.drawing_item(np.zeros((280, 280, 4), np.uint8)) is None  # transparent
+    with pytest.raises(ValueError, match="RGB\\(A\\) array"):
+        predictions.drawing_item(np.zeros((280, 280), np.uint8))
+    with pytest.raises(ValueError, match="RGB\\(A\\) array"):
+        predictions.drawing_item(np.zeros((0, 280, 4), np.uint8))

@@ -144,3 +144,34 @@ def test_the_champion_is_chosen_on_validation_not_on_test(store):
     client.log_metric(newer.run_id, "test_accuracy", 0.99)
     registry.register_best()
     assert registry.champion()["run_id"] == forest.run_id
+
+
+@pytest.mark.slow
+def test_a_model_from_outside_the_catalogue_is_registered_and_promoted_only_if_better(store):
+    """Chapter 9's capstone: a chapter's own model under its own name. Registered whatever its
+    score; the champion only when it ranks above on validation."""
+    from dataclasses import replace
+
+    from sklearn.dummy import DummyClassifier
+
+    from fmnist_lib.catalogue import description
+    from fmnist_lib.training import training_run
+
+    forest = train("rf", profile=TINY)
+    registry.register_best()
+    data = load_fashion_mnist().for_profile(TINY)
+    with training_run("capstone", data, TINY) as run:
+        run_model = DummyClassifier(strategy="most_frequent").fit(*data.sklearn("train"))
+        weak = run.record(run_model)
+    outcome = registry.register_result(weak)
+    assert outcome == {"registered model": "fashion-mnist-capstone", "version": 1,
+                       "champion": False}  # fmt: skip
+    assert registry.champion()["run_id"] == forest.run_id
+    strong = replace(weak, validation=replace(weak.validation, accuracy=1.0))
+    assert registry.register_result(strong)["champion"]
+    champion = registry.champion()
+    assert champion["model"] == "capstone" and champion["validation_accuracy"] == "1.000000"
+    assert description(champion["model"]) == "capstone"
+    assert description("rf") != "rf"
+    listed = {(m.name, m.champion) for m in registry.registered_models()}
+    assert ("fashion-mnist", True) in listed and ("fashion-mnist-capstone", False) in listed
