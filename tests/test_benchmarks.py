@@ -6,22 +6,20 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM, HAVE_CHROMIUM, MISSING
 
 from fmnist_lib.config import PROJECT_ROOT
 
 # A real `streamlit run` in Chromium.
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
-
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason=MISSING)
 def test_the_app_benchmark_prints_its_figures(app_store):
     script = PROJECT_ROOT / "benchmarks" / "app_speed.py"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0], "CHROMIUM": CHROMIUM}
     result = subprocess.run(
         [sys.executable, str(script), "--repeats", "3", "--cold-runs", "1"],
         capture_output=True, text=True, env=env, timeout=300,

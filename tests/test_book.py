@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from chromium import HAVE_CHROMIUM, MISSING, launched
 
 from fmnist_lib.config import profile_named
 
@@ -242,7 +242,7 @@ def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", [c for c in notebook_chapters() if c != "intro"])
+@pytest.mark.parametrize("chapter", notebook_chapters())
 def test_each_chapter_has_numbered_exercises_with_folded_solutions_and_a_quiz(built_book, chapter):
     page = (built_book / f"{chapter}.html").read_text(encoding="utf-8")
     exercises = re.findall(r'<div class="exercise admonition" id="(ex-\d\d-\d)"', page)
@@ -284,13 +284,9 @@ def test_every_chapter_page_offers_its_notebook_and_one_runs_where_it_lands(
 def test_a_quiz_and_a_solution_work_in_the_built_page_with_no_kernel(built_book):
     """Chapter 2's page in Chromium, from the file system: the quiz says wrong and right, the
     numeric answer is the chapter's own, and a solution shows only once opened."""
-    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip(f"no Chromium at {chromium}: `./course test` installs it with apt-get")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    if not HAVE_CHROMIUM:
+        pytest.skip(MISSING)
+    with launched() as browser:
         page = browser.new_page()
         page.goto((built_book / "02_classical.html").as_uri())
         quiz = page.locator("[data-numquestions]")
@@ -312,4 +308,3 @@ def test_a_quiz_and_a_solution_work_in_the_built_page_with_no_kernel(built_book)
         assert not answer.is_visible()
         solution.locator("button.toggle-button, .toggle-button, summary").first.click()
         answer.wait_for(state="visible", timeout=5_000)
-        browser.close()

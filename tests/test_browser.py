@@ -6,16 +6,14 @@ screenshot."""
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from badfiles import truncated
+from chromium import HAVE_CHROMIUM, MISSING, launched
 from PIL import Image
 
 from fmnist_lib import predictions, preprocess, serving
@@ -23,14 +21,9 @@ from fmnist_lib.config import PROJECT_ROOT
 from fmnist_lib.data import CLASS_NAMES, load_test_set
 from fmnist_lib.processes import BIN, env_with, free_port, running
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
 pytestmark = [
     pytest.mark.slow,  # a real `streamlit run` in Chromium
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM}: `./course test` installs it with apt-get",
-    ),
+    pytest.mark.skipif(not HAVE_CHROMIUM, reason=MISSING),
 ]
 
 
@@ -52,14 +45,8 @@ def app_url(app_store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
+    with launched() as browser:
         yield browser
-        browser.close()
 
 
 def test_an_upload_is_classified_and_a_broken_file_explained(app_url, browser, tmp_path):
