@@ -8,7 +8,6 @@ float32 images in [0, 1] and outputs the 10 class probabilities.
 from __future__ import annotations
 
 import numpy as np
-from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
@@ -33,11 +32,10 @@ class HogFeatures(TransformerMixin, BaseEstimator):
     in, (n, n_features) float32 out. Edges and their directions, pooled over small cells, are
     what tells a sandal from a sneaker, and they do not care about the exact pixel values."""
 
-    def __init__(self, orientations=9, pixels_per_cell=4, cells_per_block=2, n_jobs=-1):
+    def __init__(self, orientations=9, pixels_per_cell=4, cells_per_block=2):
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
-        self.n_jobs = n_jobs
 
     def fit(self, X, y=None):
         return self
@@ -48,24 +46,67 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         blocks = cells - self.cells_per_block + 1
         return blocks * blocks * self.cells_per_block**2 * self.orientations
 
-    def _hog(self, rows: np.ndarray) -> np.ndarray:
-        from skimage.feature import hog
-
-        cell, block = (self.pixels_per_cell,) * 2, (self.cells_per_block,) * 2
-        return np.stack(
-            [
-                hog(r.reshape(IMAGE_SHAPE), self.orientations, cell, block, feature_vector=True)
-                for r in rows
-            ]
-        ).astype(np.float32)
-
     def transform(self, X):
-        X = np.asarray(X, dtype=np.float32).reshape(len(X), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
-        chunks = [c for c in np.array_split(X, max(1, len(X) // 2000)) if len(c)]
-        if len(chunks) == 1:  # worker processes would cost more than they save
-            return self._hog(chunks[0])
-        parts = Parallel(n_jobs=self.n_jobs)(delayed(self._hog)(c) for c in chunks)
-        return np.concatenate(parts) if parts else np.empty((0, self.n_features), np.float32)
+        # One process: worker processes would cost more than they save (sending the features
+        # back takes longer than computing them).
+        X = np.asarray(X, dtype=np.float32).reshape(len(X), *IMAGE_SHAPE)
+        return hog_features(X, self.orientations, self.pixels_per_cell, self.cells_per_block)
+
+
+def hog_features(images: np.ndarray, orientations=9, pixels_per_cell=4, cells_per_block=2):
+    """scikit-image's ``hog(image, orientations, (pixels_per_cell,) * 2, (cells_per_block,) * 2)``
+    (L2-Hys block norm) for each image of ``images`` (n, height, width), as float32 rows: the
+    same numbers to the last bit (tests/test_models.py compares them), about ten times faster,
+    because whole batches go through NumPy instead of one image at a time. Its histogram adds a
+    cell's pixels one by one in single precision, and so does this, in the same order."""
+    # In batches of 2,000 images, so that memory stays near 100 MB whatever their number.
+    batches = np.array_split(images, max(1, len(images) // 2000))
+    args = (orientations, pixels_per_cell, cells_per_block)
+    return np.concatenate([_hog_batch(batch, *args) for batch in batches])
+
+
+def _hog_batch(x, orientations, cell, block, eps=1e-5):
+    x = np.asarray(x, dtype=np.float32)
+    n, rows, cols = x.shape
+    # skimage.feature._hog: central differences, zero on the border, in the image's precision.
+    g_row, g_col = np.zeros_like(x), np.zeros_like(x)
+    g_row[:, 1:-1, :] = x[:, 2:, :] - x[:, :-2, :]
+    g_col[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
+    g_row, g_col = g_row.astype(np.float64), g_col.astype(np.float64)
+    # skimage.feature._hoghistogram: magnitude, and angle in degrees modulo 180 (the `where`s
+    # are NumPy's `% 180` for angles in [-180, 180], without its slow general case).
+    magnitude = np.hypot(g_col, g_row)
+    angle = np.rad2deg(np.arctan2(g_row, g_col))
+    angle = np.where(angle < 0, angle + 180, np.where(angle == 180, 0.0, angle))
+    rows_c, cols_c = rows // cell, cols // cell
+    cut = (slice(None), slice(0, rows_c * cell), slice(0, cols_c * cell))
+    magnitude = magnitude[cut].reshape(n, rows_c, cell, cols_c, cell)
+    angle = angle[cut].reshape(n, rows_c, cell, cols_c, cell)
+    # Bin i holds angles in [w * i, w * (i + 1)), the edges in single precision; an angle
+    # that rounds to 180 falls in none, and goes to an extra bin that is dropped.
+    width = np.float32(180.0 / orientations)
+    edges = np.array([width * np.float32(i) for i in range(orientations + 1)], np.float64)
+    bins = np.searchsorted(edges, angle, side="right") - 1
+    total = np.zeros((n, rows_c, cols_c, orientations + 1), np.float32)
+    for r in range(cell):  # a cell's pixels row by row, each added in double, kept in single
+        for c in range(cell):
+            at = bins[:, :, r, :, c, None]
+            added = np.take_along_axis(total, at, -1) + magnitude[:, :, r, :, c, None]
+            np.put_along_axis(total, at, added.astype(np.float32), -1)
+    histogram = (total[..., :orientations] / np.float32(cell * cell)).astype(np.float64)
+    # Blocks of cells, each normalised (L2-Hys) as skimage does, in double.
+    span_r, span_c = rows_c - block + 1, cols_c - block + 1
+    blocks = np.stack(
+        [
+            np.stack([histogram[:, r : r + block, c : c + block] for c in range(span_c)], 1)
+            for r in range(span_r)
+        ],
+        1,
+    ).reshape(n, span_r, span_c, block * block * orientations)
+    blocks = blocks / np.sqrt(np.sum(blocks**2, axis=-1, keepdims=True) + eps**2)
+    blocks = np.minimum(blocks, 0.2)
+    blocks = blocks / np.sqrt(np.sum(blocks**2, axis=-1, keepdims=True) + eps**2)
+    return blocks.astype(np.float32).reshape(n, span_r * span_c * block * block * orientations)
 
 
 def build_svm_pixels(n_components=100, C=10.0, seed=SEED):

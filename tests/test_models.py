@@ -53,6 +53,34 @@ def test_hog_features_shape_and_content(small):
     assert hog.transform(x[:0]).shape == (0, 1296)
 
 
+def test_hog_features_are_scikit_images_to_the_last_bit(small):
+    """The batched HOG must be a faster scikit-image `hog`, not an approximation of it: the
+    classical models' scores and the registered runs depend on every feature."""
+    from skimage.feature import hog
+
+    (x, _), (x_test, _) = small
+    rng = np.random.default_rng(0)
+    images = np.concatenate(
+        [
+            x.reshape(-1, 28, 28),
+            x_test.reshape(-1, 28, 28),
+            np.zeros((1, 28, 28)),  # no gradient anywhere
+            np.full((1, 28, 28), 255.0),
+            rng.integers(0, 256, (20, 28, 28)),  # every direction, both signs
+            np.tile(np.arange(28.0) * 9, (28, 1))[None],  # one direction only (0 degrees)
+            np.tile(np.arange(28.0)[:, None] * 9, (1, 28))[None],  # 90 degrees
+        ]
+    ).astype(np.float32)
+    expected = np.stack([hog(i, 9, (4, 4), (2, 2), feature_vector=True) for i in images])
+    features = models.HogFeatures().transform(images.reshape(len(images), -1))
+    assert features.dtype == np.float32
+    np.testing.assert_array_equal(features, expected.astype(np.float32))
+    # Other cell and block sizes follow scikit-image too.
+    other = models.hog_features(images[:50], orientations=6, pixels_per_cell=7, cells_per_block=3)
+    expected = np.stack([hog(i, 6, (7, 7), (3, 3)) for i in images[:50]]).astype(np.float32)
+    np.testing.assert_array_equal(other, expected)
+
+
 @pytest.mark.parametrize(
     "build",
     [
