@@ -56,7 +56,7 @@ class HogFeatures(TransformerMixin, BaseEstimator):
 def hog_features(images: np.ndarray, orientations=9, pixels_per_cell=4, cells_per_block=2):
     """scikit-image's ``hog(image, orientations, (pixels_per_cell,) * 2, (cells_per_block,) * 2)``
     (L2-Hys block norm) for each image of ``images`` (n, height, width), as float32 rows: the
-    same numbers to the last bit (tests/test_models.py compares them), about ten times faster,
+    same numbers to the last bit (tests/test_models.py compares them), about seven times faster,
     because whole batches go through NumPy instead of one image at a time. Its histogram adds a
     cell's pixels one by one in single precision, and so does this, in the same order."""
     # In batches of 2,000 images, so that memory stays near 100 MB whatever their number.

@@ -381,7 +381,8 @@ def load(model_uri: str, check_requirements: bool = True) -> Classifier:
 
     MLflow compares the artifact's pinned packages with the installed ones and warns on a
     mismatch; that reads every installed package's metadata (about 1 s here).
-    ``check_requirements=False`` skips it, for the app's start-up."""
+    ``check_requirements=False`` skips it, for the app's start-up and for the runs that
+    `training.reuse_or_train` reloads."""
     from . import tracking
 
     # The course's store, not MLflow's default (./mlflow.db in whatever folder we run in).

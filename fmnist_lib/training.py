@@ -356,8 +356,8 @@ def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarr
 
 
 def _reload(spec, run, model_uri, params, data) -> TrainingResult:
-    # A run that matched the hyperparameters and the data, logged by the course's pinned
-    # environment: MLflow's check of its packages (a scan of every installed one) adds nothing.
+    # MLflow's package check only warns, and costs a scan of every installed package; a reused
+    # run was logged by this course's pinned environment unless the pins moved since.
     classifier = serving.load(model_uri, check_requirements=False)
 
     def scores(split):
