@@ -155,7 +155,7 @@ step("list the registered models")
 import tensorflow
 step("import TensorFlow")
 from fmnist_lib import serving
-classifier = serving.load(models[0].uri, check_requirements=False)
+classifier = serving.load(models[0].uri)
 step("load the model from the registry")
 classifier.predict_proba(np.zeros((1, 28, 28), np.uint8))
 step("first prediction (traces the compiled function)")

@@ -329,7 +329,7 @@ def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
 
     images = load_test_set()[0]
     pngs = [preprocess.encode_png(image) for image in images]
-    classifier = serving.load(model_uri, check_requirements=False)
+    classifier = serving.load(model_uri)
     print(f"Inference: {model_uri} through {classifier.backend}")
     repeats = 30 if smoke else 3000
 

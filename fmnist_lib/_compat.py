@@ -24,6 +24,12 @@ def apply() -> None:
     # mlflow 3.17 draws a tqdm bar for every artifact download, in every chapter cell that
     # loads a model. A setting, not a bug: stays while the chapters load models.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # mlflow 3.17: the thread that writes autolog's epoch scores polls its queue with a
+    # 1-second timeout, and ending the run (or the process) waits for that poll: up to 1 s per
+    # recorded Keras fit. With buffering, the thread waits on the stop signal instead, and a
+    # run ends at once. An integer (a fraction kills the thread, and end_run then hangs). Goes
+    # when `mlflow.end_run()` after an autologged fit returns in milliseconds without it.
+    os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
 
 
 @contextmanager
@@ -45,6 +51,36 @@ def optuna_experimental():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+@contextmanager
+def fast_pin_check():
+    """mlflow 3.17 compares a model's pinned packages with the installed ones when it logs or
+    loads the model (``warn_dependency_requirement_mismatches``). First it maps every installed
+    module to its distribution, reading the file list of each of the ~250 installed packages:
+    0.5 to 2 s, once per process, in every chapter that logs or loads a model. The map only
+    names a module to import for a pinned package that has no metadata, and every pin we write
+    has metadata (`serving._requirements` reads the versions from it). Inside this block the map
+    starts empty, so versions are read from the metadata alone and a mismatch still warns.
+    Goes when MLflow's check stops calling ``packages_distributions`` for such pins
+    (tests/test_compat.py watches it)."""
+    try:
+        from mlflow.utils import requirements_utils as utils
+
+        original = utils._init_packages_to_modules_map
+    except (ImportError, AttributeError):  # another MLflow: its own check, however long
+        yield
+        return
+
+    def without_scan():
+        if utils._PACKAGES_TO_MODULES is None:
+            utils._PACKAGES_TO_MODULES = {}  # a later unpatched call builds the real map
+
+    utils._init_packages_to_modules_map = without_scan
+    try:
+        yield
+    finally:
+        utils._init_packages_to_modules_map = original
 
 
 def restore_mplbackend(previous: str | None) -> None:

@@ -358,36 +358,35 @@ def log_model(
         level = quiet.level
         quiet.setLevel(logging.WARNING)  # "Validating input example": noise in a chapter
         try:
-            return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=Path(__file__).with_name("_serving_model.py"),
-                model_config={
-                    "family": family,
-                    "temperature": calibration.temperature,
-                    "threshold": calibration.threshold,
-                },
-                artifacts=artifacts,
-                signature=signature,
-                input_example=example,
-                pip_requirements=_requirements(family),
-            )
+            with _compat.fast_pin_check():
+                return mlflow.pyfunc.log_model(
+                    name=name,
+                    python_model=Path(__file__).with_name("_serving_model.py"),
+                    model_config={
+                        "family": family,
+                        "temperature": calibration.temperature,
+                        "threshold": calibration.threshold,
+                    },
+                    artifacts=artifacts,
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=_requirements(family),
+                )
         finally:
             quiet.setLevel(level)
 
 
-def load(model_uri: str, check_requirements: bool = True) -> Classifier:
+def load(model_uri: str) -> Classifier:
     """The `Classifier` behind a logged or registered artifact, e.g.
-    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`.
-
-    MLflow compares the artifact's pinned packages with the installed ones and warns on a
-    mismatch; that reads every installed package's metadata (about 1 s here).
-    ``check_requirements=False`` skips it, for the app's start-up and for the runs that
-    `training.reuse_or_train` reloads."""
+    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`. MLflow warns
+    if the artifact's pinned packages differ from the installed ones (see
+    `_compat.fast_pin_check`)."""
     from . import tracking
 
     # The course's store, not MLflow's default (./mlflow.db in whatever folder we run in).
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=not check_requirements)
+    with _compat.fast_pin_check():
+        model = mlflow.pyfunc.load_model(model_uri)
     return model.unwrap_python_model()
 
 
