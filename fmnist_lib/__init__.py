@@ -11,7 +11,13 @@ the app: steps, errors one by one, the results table), `explain` (where a networ
 `processes` (server processes on 127.0.0.1), `plots` (figures shared by chapters and app).
 """
 
+import gc
+
 from . import _compat
 
 __version__ = "0.1.0"
 _compat.apply()
+# What is loaded by now (the modules, and TensorFlow's 400,000 objects when a chapter imported
+# Keras first) lives as long as the process: frozen, the garbage collector stops walking it at
+# every full collection and at exit (a chapter runs ~8% faster, its kernel exits 1-2 s sooner).
+gc.freeze()

@@ -37,12 +37,13 @@ from .evaluation import Evaluation, calibrate, evaluate
 
 @dataclass(frozen=True, eq=False)
 class TrainingResult:
-    """What one fit produced. ``history`` (one row per epoch) is None for scikit-learn;
-    ``validation`` scores the model on the validation set (what choices are made on),
-    ``evaluation`` on the test set (what is reported)."""
+    """What one fit produced. ``classifier`` predicts with it (`serving.Classifier`: for a
+    reloaded run, the logged artifact, served through ONNX for a network); ``history`` (one row
+    per epoch) is None for scikit-learn; ``validation`` scores the model on the validation set
+    (what choices are made on), ``evaluation`` on the test set (what is reported)."""
 
     name: str
-    model: object
+    classifier: serving.Classifier
     run_id: str
     model_uri: str
     params: dict
@@ -52,6 +53,12 @@ class TrainingResult:
     fit_time: float
     predict_time: float
     n_test: int
+
+    @property
+    def model(self):
+        """The Keras network or scikit-learn pipeline (a reloaded network is read from its file
+        on first use)."""
+        return self.classifier.model
 
     @property
     def accuracy(self) -> float:
@@ -242,8 +249,9 @@ class TrainingRun:
         history = pd.DataFrame(model.history.history) if keras else None
         _log_artifacts(self.name, self.data, evaluation, history)
         self.result = TrainingResult(
-            self.name, model, self.run.info.run_id, logged.model_uri, params, evaluation,
-            validation, history, fit_time, predict_time, len(evaluation.y_true),
+            self.name, serving.Classifier.from_model(model, family, calibration),
+            self.run.info.run_id, logged.model_uri, params, evaluation, validation, history,
+            fit_time, predict_time, len(evaluation.y_true),
         )  # fmt: skip
         return self.result
 
@@ -367,7 +375,7 @@ def _reload(spec, run, model_uri, params, data) -> TrainingResult:
 
     history = tracking.load_history(run["run_id"]) if spec.family == "keras" else None
     return TrainingResult(
-        spec.name, classifier.model, run["run_id"], model_uri, params, scores("test"),
+        spec.name, classifier, run["run_id"], model_uri, params, scores("test"),
         scores("val"), history, float(run["metrics.fit_time_s"]),
         float(run["metrics.predict_time_s"]), len(data.y_test),
     )  # fmt: skip

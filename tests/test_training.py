@@ -201,6 +201,13 @@ def test_a_model_already_trained_is_reused_not_retrained(store):
     again = reuse_or_train("dense", profile=TINY)
     assert again.run_id == first.run_id and again.accuracy == pytest.approx(first.accuracy)
     assert again.fit_time == pytest.approx(first.fit_time) and len(again.history) == 2
+    # The reloaded run predicts through its ONNX artifact; the network is read only when asked.
+    images = load_fashion_mnist().for_profile(TINY).x_test[:50]
+    assert again.classifier.backend == "onnxruntime" and again.classifier._model is None
+    np.testing.assert_allclose(
+        again.classifier.predict_proba(images), first.classifier.predict_proba(images), atol=1e-5
+    )
+    assert first.classifier.backend == "tensorflow" and again.model.count_params() > 0
     other = reuse_or_train("dense", profile=TINY, dropout=0.1)
     assert other.run_id != first.run_id
     assert len(tracking.find_runs("tiny", "dense")) == 2
