@@ -90,6 +90,9 @@ def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
     info = mlflow.models.get_model_info(result.model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
     assert info.run_id == result.run_id
+    # The scores are the logged model's too (logged after it, linked to it).
+    linked = mlflow.get_logged_model(result.model_uri.removeprefix("models:/")).metrics or []
+    assert {"test_accuracy", "validation_accuracy"} <= {m.key for m in linked}
     loaded = mlflow.pyfunc.load_model(result.model_uri)
     example = mlflow.models.Model.load(result.model_uri).load_input_example()
     prediction = loaded.predict(example)
