@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         return _champion()
 
     from .config import get_profile
-    from .training import describe, train
 
     try:
         profile = profile_named(args.profile) if args.profile else get_profile()
@@ -105,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 parser.error(f"--set expects KEY=VALUE, got {item!r}")
             overrides[key.strip()] = parse_value(value.strip())
+        MODELS[args.model].params_with(profile, overrides)  # fails fast on a wrong name
+        from .training import describe, train  # TensorFlow: seconds, so after the checks
+
         result = train(args.model, profile=profile, verbose=2, **overrides)
     except (ConfigError, DatasetError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -44,6 +44,17 @@ class ModelSpec:
             params.update(epochs=profile.epochs, **{**KERAS_FIT_DEFAULTS, **self.fit_params})
         return params
 
+    def params_with(self, profile: Profile, overrides: dict) -> dict:
+        """The hyperparameters for ``profile`` with ``overrides`` applied; ValueError names an
+        override the model does not have."""
+        params = self.default_params(profile)
+        unknown = set(overrides) - set(params)
+        if unknown:
+            raise ValueError(
+                f"{self.name} has no hyperparameter {sorted(unknown)}; it has {sorted(params)}"
+            )
+        return {**params, **overrides}
+
     def build(self, params: dict, seed: int | None = None):
         """A new, unfitted model from its hyperparameters (training settings left out)."""
         kwargs = {k: v for k, v in params.items() if k not in FIT_PARAMS}

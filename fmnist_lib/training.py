@@ -279,12 +279,8 @@ def _prepare(name, profile, data, overrides):
     checked."""
     spec = spec_named(name)
     profile = profile or get_profile()
+    params = spec.params_with(profile, overrides)
     data = (data or load_fashion_mnist()).for_profile(profile)
-    params = spec.default_params(profile)
-    unknown = set(overrides) - set(params)
-    if unknown:
-        raise ValueError(f"{name} has no hyperparameter {sorted(unknown)}; it has {sorted(params)}")
-    params.update(overrides)
     logged = {
         **params,
         "train_size": len(data.y_train),

@@ -4,6 +4,7 @@ for the team tests."""
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import os
 import re
@@ -83,18 +84,28 @@ def serve():
 def app_store(tmp_path_factory):
     """A store holding a tiny CNN and a tiny dense network (1,200 training images, one epoch),
     both registered, the better one champion. Returns its URI and the models as the app lists
-    them, the champion first."""
+    them, the champion first. Made once per test run: under pytest-xdist the first worker to
+    need it trains it, the others wait for it and read it (the tests only read it)."""
     from fmnist_lib import registry
     from fmnist_lib.config import Profile
     from fmnist_lib.training import train
 
-    tiny = Profile(name="tiny", train_size=1200, test_size=200, epochs=1)
-    uri = f"sqlite:///{tmp_path_factory.mktemp('app-store') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # every worker's base folder sits in the run's folder
+    folder = shared / "app-store"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with open(shared / "app-store.lock", "w") as lock, pytest.MonkeyPatch.context() as patch:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        train("cnn", profile=tiny)
-        train("dense", profile=tiny)
-        registry.register_best()
+        if not (folder / "complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died half-way
+            folder.mkdir()
+            tiny = Profile(name="tiny", train_size=1200, test_size=200, epochs=1)
+            train("cnn", profile=tiny)
+            train("dense", profile=tiny)
+            registry.register_best()
+            (folder / "complete").touch()
         return uri, registry.registered_models()
 
 

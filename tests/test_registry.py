@@ -55,7 +55,7 @@ def test_an_empty_store_says_how_to_make_a_champion(store):
 def test_each_approach_is_registered_and_the_champion_only_improves(store):
     rf_tiny = train("rf", profile=TINY)
     dense = train("dense", profile=TINY)
-    train("rf", profile=TINY, n_estimators=500)  # custom settings: never registered
+    train("rf", profile=TINY, n_estimators=20)  # custom settings: never registered
     table = registry.register_best().set_index("model")
     assert set(table.index) == {"rf", "dense"}
     assert (table["action"] == "registered").all()

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from teamdocs import CHAPTER_8, server_command, team_sql
@@ -32,22 +34,12 @@ def test_chapter_8_shows_the_team_setup_the_readme_shows_and_the_tests_run():
     assert server_command(CHAPTER_8) == server_command()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path):
-    """The server's database: (MLflow's URI, Optuna's URI)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'server.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
-    url = request.getfixturevalue("postgres")  # the databases the README's SQL makes
-    return url("mlflow"), url("optuna")
-
-
-@pytest.fixture
-def server(backend, tmp_path, monkeypatch):
-    """The README's `mlflow server` command, on 127.0.0.1 with this test's database and
-    folder."""
-    mlflow_db, optuna_db = backend
+@contextmanager
+def mlflow_server(mlflow_db: str, folder: Path):
+    """The README's `mlflow server` command, on 127.0.0.1 with this database, its artifacts
+    in ``folder``. Yields its URL and artifact folder."""
     port = free_port()
-    artifacts = tmp_path / "server-artifacts"
+    artifacts = folder / "server-artifacts"
     command = server_command()
     values = {
         "--host": "127.0.0.1",
@@ -61,15 +53,40 @@ def server(backend, tmp_path, monkeypatch):
     for option, value in values.items():
         command += [option, value]
     url = f"http://127.0.0.1:{port}"
-    with running(command + ["--workers", "2"], f"{url}/health", tmp_path / "server.log",
+    with running(command + ["--workers", "2"], f"{url}/health", folder / "server.log",
                  env=env_with()):  # fmt: skip
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        monkeypatch.setenv("FMNIST_OPTUNA_STORAGE", optuna_db)
-        # The client works in a folder of its own: nothing may land beside it.
-        client_dir = tmp_path / "client"
-        client_dir.mkdir()
-        monkeypatch.chdir(client_dir)
-        yield artifacts, client_dir
+        yield url, artifacts
+
+
+# One server per database for the whole module (each takes seconds to start): the tests keep
+# apart by experiment, study and client folder.
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sqlite-server")
+    with mlflow_server(f"sqlite:///{folder / 'server.db'}", folder) as (url, artifacts):
+        yield url, f"sqlite:///{folder / 'optuna.db'}", artifacts
+
+
+@pytest.fixture(scope="module")
+def postgresql_server(postgres, tmp_path_factory):
+    """The databases the README's SQL makes."""
+    folder = tmp_path_factory.mktemp("pg-server")
+    with mlflow_server(postgres("mlflow"), folder) as (url, artifacts):
+        yield url, postgres("optuna"), artifacts
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request, tmp_path, monkeypatch):
+    """The library pointed at a server (and Optuna at its database) by environment variables
+    alone, working in a folder of its own: nothing may land beside it. Returns the server's
+    artifact folder and the client's folder."""
+    url, optuna_db, artifacts = request.getfixturevalue(f"{request.param}_server")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("FMNIST_OPTUNA_STORAGE", optuna_db)
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    monkeypatch.chdir(client_dir)
+    return artifacts, client_dir
 
 
 def test_train_compare_register_and_serve_through_a_tracking_server(server):
@@ -113,7 +130,7 @@ def test_train_compare_register_and_serve_through_a_tracking_server(server):
     assert not any(client_dir.iterdir())
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("server", ["postgresql"], indirect=True)
 def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_path):
     """Four `tune --until` workers at once on one PostgreSQL study; the first to run a trial is
     killed (SIGKILL) in the middle of it. Its trial and MLflow run end FAILED, a copy of the
