@@ -32,7 +32,7 @@ def pytest_configure(config):
         _SCRATCH_STORE = tempfile.mkdtemp(prefix="fmnist-test-mlflow-")
         os.environ["FMNIST_SCRATCH_STORE"] = _SCRATCH_STORE
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SCRATCH_STORE}/mlflow.db"
-        # Chapter 7's Optuna study too: never the project's optuna.db.
+        # Chapter 8's Optuna study too: never the project's optuna.db.
         optuna = os.environ.get("FMNIST_OPTUNA_STORAGE", "")
         if not optuna or (ours and optuna.startswith(f"sqlite:///{ours}/")):
             os.environ["FMNIST_OPTUNA_STORAGE"] = f"sqlite:///{_SCRATCH_STORE}/optuna.db"

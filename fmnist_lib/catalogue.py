@@ -2,8 +2,8 @@
 and how to tell whether a fitted model is that model as the course defines it.
 
 The chapters write their own `keras.Sequential([...])` and `make_pipeline(...)`; this catalogue
-is what the command line (``python -m fmnist_lib train NAME``), chapter 7 and the tests build,
-and what a chapter's run is compared with: a run is tagged ``variant=default`` only when it
+is what the command line (``python -m fmnist_lib train NAME``), chapters 7 and 8 and the tests
+build, and what a chapter's run is compared with: a run is tagged ``variant=default`` only when it
 trained exactly the catalogue's model with the catalogue's settings, so that a student's edit
 never replaces the course's reference figures.
 """
@@ -211,6 +211,6 @@ def is_default(
 
 
 def description(name: str) -> str:
-    """What the model ``name`` is, in words; a model from outside the catalogue (chapter 9's
+    """What the model ``name`` is, in words; a model from outside the catalogue (chapter 10's
     capstone, say) by its own name."""
     return MODELS[name].description if name in MODELS else name

@@ -15,7 +15,7 @@ images, and the serving artifact. A run is tagged ``variant=default`` only when 
 catalogue's model with the course's settings on the course's data (`catalogue.is_default`).
 
 `train` and `reuse_or_train` do the same for a model of the catalogue by name, for the command
-line, chapter 7 and the tests.
+line, chapters 7 and 8 and the tests.
 """
 
 from __future__ import annotations

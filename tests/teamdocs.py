@@ -1,4 +1,4 @@
-"""What the README (and chapter 8) tell a team to run, read from the page itself: the team tests
+"""What the README (and chapter 9) tell a team to run, read from the page itself: the team tests
 run exactly that."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-CHAPTER_8 = README.parent / "book" / "08_deploy.md"
+CHAPTER_9 = README.parent / "book" / "09_deploy.md"
 
 
 def team_sql(page: Path = README) -> str:

@@ -41,7 +41,7 @@ def api(tmp_path_factory):
 
 
 def test_mlflow_models_serve_answers_the_same(api, tmp_path):
-    """MLflow's own command, as the README and chapter 8 show it, on the same model."""
+    """MLflow's own command, as the README and chapter 9 show it, on the same model."""
     from fmnist_lib.processes import BIN, env_with, free_port, running
 
     url, _ = api

@@ -188,7 +188,7 @@ def test_comparison_and_deployment_chapters_show_computed_numbers(built_book):
     assert re.search(best, compare)
     champion = r"The champion is the [\w ()-]+ \(\d+\.\d\d% on the test set\), version \d+"
     assert re.search(champion, compare)
-    deploy = page_text(built_book, "08_deploy")
+    deploy = page_text(built_book, "09_deploy")
     assert re.search(
         rf"classifies the {QUICK_TEST:,} test images at \d+\.\d\d% \(95% interval \d+\.\d\d% to "
         r"\d+\.\d\d%\), as its run recorded",
@@ -217,24 +217,26 @@ def test_custom_images_chapter_shows_computed_numbers(built_book):
 
 @pytest.mark.slow
 def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
-    improve = page_text(built_book, "07_improve")
+    augment = page_text(built_book, "07_augment")
     assert re.search(
         r"moves the test accuracy from \d+\.\d\d% to \d+\.\d\d% for \d+\.\d times the "
         r"training time; image by image, .{0,80}" + VERDICT,
-        improve,
+        augment,
     )
+    assert re.search(r"The deeper network reaches \d+\.\d\d% on the test set", augment)
+    ensembles = page_text(built_book, "08_ensembles")
     assert re.search(
         r"Chosen on the validation set, the best single model is [\w ,+()-]+, with \d+\.\d\d% on "
         r"the test set",
-        improve,
+        ensembles,
     )
-    assert re.search(r"the course.s settings reach \d+\.\d\d% validation accuracy", improve)
-    questions = page_text(built_book, "09_questions")
+    assert re.search(r"the course.s settings reach \d+\.\d\d% validation accuracy", ensembles)
+    questions = page_text(built_book, "10_questions")
     assert re.search(r"\d+ finished runs of \d+ kinds, and \d+ registered models", questions)
     assert re.search(
         r"squeezed naively to 28x28 is classified right \d+\.\d% of the time", questions
     )
-    for text in (improve, questions):
+    for text in (augment, ensembles, questions):
         assert "Failed to format" not in text and "Traceback" not in text
 
 

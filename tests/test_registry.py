@@ -148,7 +148,7 @@ def test_the_champion_is_chosen_on_validation_not_on_test(store):
 
 @pytest.mark.slow
 def test_a_model_from_outside_the_catalogue_is_registered_and_promoted_only_if_better(store):
-    """Chapter 9's capstone: a chapter's own model under its own name. Registered whatever its
+    """Chapter 10's capstone: a chapter's own model under its own name. Registered whatever its
     score; the champion only when it ranks above on validation."""
     from dataclasses import replace
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from teamdocs import CHAPTER_8, server_command, team_sql
+from teamdocs import CHAPTER_9, server_command, team_sql
 
 from fmnist_lib import registry, serving, tracking, tuning
 from fmnist_lib.config import PROJECT_ROOT, Profile
@@ -29,9 +29,9 @@ pytestmark = pytest.mark.slow
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=1)
 
 
-def test_chapter_8_shows_the_team_setup_the_readme_shows_and_the_tests_run():
-    assert team_sql(CHAPTER_8) == team_sql()
-    assert server_command(CHAPTER_8) == server_command()
+def test_chapter_9_shows_the_team_setup_the_readme_shows_and_the_tests_run():
+    assert team_sql(CHAPTER_9) == team_sql()
+    assert server_command(CHAPTER_9) == server_command()
 
 
 @contextmanager

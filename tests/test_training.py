@@ -299,7 +299,7 @@ def test_a_chapter_fit_is_recorded_and_recognised_as_the_course_model(store):
     low, high = result.evaluation.accuracy_interval
     assert metrics["test_accuracy_ci_low"] == pytest.approx(low) and low < result.accuracy < high
     assert "learning_curves.png" in _artifacts(result.run_id)
-    # The command line and chapter 7 find it: no second training.
+    # The command line and chapters 7 and 8 find it: no second training.
     assert reuse_or_train("dense", profile=TINY).run_id == result.run_id
     # Later chapters compare it image by image from what the run recorded.
     recorded = predictions("dense", TINY)
