@@ -271,6 +271,7 @@ def export_onnx(model, folder: Path, check: np.ndarray) -> Path | None:
 
     path = Path(folder) / "model.onnx"
     x = keras_input(check)
+    model = models.in_float32(model)  # onnxruntime has no bfloat16 convolutions
     try:
         expected = model(tf.constant(x), training=False).numpy()
         network = models.inference_network(model)

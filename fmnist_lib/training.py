@@ -231,6 +231,9 @@ class TrainingRun:
         mlflow.log_metric("fit_time_s", fit_time)
         keras = _is_keras(model)
         params = self._tag_variant(model, keras)
+        history = pd.DataFrame(model.history.history) if keras else None
+        # Trained in bfloat16 or not, a network is scored, served and saved in float32.
+        model = models.in_float32(model) if keras else model
         validation, evaluation, predict_time, calibration = self._score(model, keras)
         family = "keras" if keras else "sklearn"
         examples = self.data.split("test")[0]
@@ -246,7 +249,6 @@ class TrainingRun:
         }
         mlflow.log_metrics(scores, model_id=logged.model_id)
         tracking.log_predictions({"validation": validation.y_pred, "test": evaluation.y_pred})
-        history = pd.DataFrame(model.history.history) if keras else None
         _log_artifacts(self.name, self.data, evaluation, history)
         self.result = TrainingResult(
             self.name, serving.Classifier.from_model(model, family, calibration),

@@ -69,6 +69,12 @@ def suggest(trial) -> dict:
     }
 
 
+def catalogue_settings(params: dict) -> dict:
+    """A trial's settings as overrides of the catalogue's ``cnn``, for `training.train` or
+    `training.reuse_or_train`: the best trial trained at full length."""
+    return {**params, "filters": FILTERS[params["filters"]]}
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every trial of a study trains on, stored with the study so all workers agree."""

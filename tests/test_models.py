@@ -127,7 +127,24 @@ def test_bn_cnn_has_three_blocks_and_no_dense_hidden_layer():
     model = models.build_bn_cnn()
     kinds = [layer.__class__.__name__ for layer in model.layers]
     assert kinds.count("Conv2D") == 6 and kinds.count("BatchNormalization") == 6
-    assert kinds[-2:] == ["GlobalAveragePooling2D", "Dense"]
+    assert kinds[-2:] == ["GlobalMaxPooling2D", "Dense"]
+    # Each block pools right after its first convolution: the rest works on fewer pixels.
+    first = kinds.index("Conv2D")
+    assert kinds[first : first + 4] == ["Conv2D", "MaxPooling2D", "BatchNormalization", "ReLU"]
     # The augmented CNN is chapter 4's network behind the augmentation layers.
     plain, augmented = models.build_dropout_cnn(), models.build_augmented_cnn()
     assert augmented.count_params() == plain.count_params()
+
+
+def test_a_network_trained_in_bfloat16_predicts_in_float32():
+    x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    half = models.build_bn_cnn(filters=(8, 16, 32), precision="mixed_bfloat16")
+    assert half.layers[-4].dtype_policy.name == "mixed_bfloat16"
+    full = models.in_float32(half)
+    assert {layer.dtype_policy.name for layer in full.layers} == {"float32"}
+    assert [w.shape for w in full.weights] == [w.shape for w in half.weights]
+    expected, got = half.predict(x, verbose=0), full.predict(x, verbose=0)
+    assert got.dtype == np.float32 and not np.array_equal(got, expected), "computed again"
+    np.testing.assert_allclose(got, expected, atol=0.05)  # bfloat16 keeps 3 digits
+    single = models.build_bn_cnn(filters=(8, 16, 32))
+    assert models.in_float32(single) is single

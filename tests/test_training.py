@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist_lib import tracking
+from fmnist_lib import serving, tracking
 from fmnist_lib.catalogue import MODELS, learning_rate_schedule
-from fmnist_lib.config import PROJECT_ROOT, Profile
+from fmnist_lib.config import PROJECT_ROOT, Profile, profile_named
 from fmnist_lib.data import IDX_FILES, load_fashion_mnist
 from fmnist_lib.training import predictions, reuse_or_train, train, training_run
 
@@ -42,6 +42,7 @@ def _artifacts(run_id: str) -> set[str]:
         ("rf", {"n_estimators": 20}),
         ("dense", {}),
         ("cnn", {}),
+        ("cnn-bn", {"filters": (8, 16, 32), "batch_size": 32, "epochs": 4}),  # BN needs steps
     ],
 )
 @pytest.mark.slow
@@ -72,7 +73,9 @@ def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
     # Per-epoch curves for networks.
     if keras:
         history = tracking.load_history(result.run_id)
-        assert len(history) == TINY.epochs
+        assert len(history) == int(params["epochs"])
+        # Trained in bfloat16 or not, the logged network is served through ONNX.
+        assert serving.load(result.model_uri).backend == "onnxruntime"
         assert list(history.columns) == ["loss", "accuracy", "val_loss", "val_accuracy"]
         assert history["loss"].tolist() == pytest.approx(result.history["loss"].tolist())
 
@@ -226,6 +229,46 @@ def test_warmup_cosine_rises_then_decays():
     assert all(a >= b for a, b in zip(values[15:-1], values[16:], strict=True))
     constant = learning_rate_schedule({**params, "schedule": "constant"}, 1000)
     assert constant == 2e-3
+
+
+def test_chapter_7_settings_compile_adamw_label_smoothing_and_weight_averaging():
+    import keras
+
+    from fmnist_lib.catalogue import compile_keras
+    from fmnist_lib.losses import SmoothedCrossentropy
+
+    spec = MODELS["cnn-bn"]
+    params = spec.default_params(profile_named("full"))
+    assert params["epochs"] == 15 and spec.default_params(profile_named("quick"))["epochs"] == 1
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    compile_keras(model, params, 1000)  # 60 steps: too few to average
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW) and not optimizer.use_ema
+    assert optimizer.weight_decay == params["weight_decay"]
+    assert isinstance(model.loss, SmoothedCrossentropy)
+    compile_keras(model, params, 54_000)  # 15 epochs of 211 steps: the average settles
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == params["ema"]
+    compile_keras(model, MODELS["cnn-bn"].default_params(profile_named("quick")), 2000)
+    assert not model.optimizer.use_ema, "8 steps: too few to average"
+    compile_keras(model, MODELS["cnn"].default_params(profile_named("full")), 1000)
+    assert type(model.optimizer) is keras.optimizers.Adam and not model.optimizer.use_ema
+    assert model.loss == "sparse_categorical_crossentropy"
+
+
+def test_label_smoothing_on_class_ids_matches_keras_on_one_hot_labels():
+    import keras
+
+    from fmnist_lib.losses import SmoothedCrossentropy
+
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(10), size=32).astype(np.float32)
+    labels = rng.integers(0, 10, 32)
+    one_hot = np.eye(10, dtype=np.float32)[labels]
+    smoothed = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(one_hot, proba)
+    assert float(SmoothedCrossentropy(0.1)(labels, proba)) == pytest.approx(float(smoothed))
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, proba)
+    assert float(SmoothedCrossentropy(0.0)(labels, proba)) == pytest.approx(float(plain))
+    assert float(smoothed) != pytest.approx(float(plain)), "smoothing changes the loss"
 
 
 @pytest.mark.slow

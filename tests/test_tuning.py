@@ -11,6 +11,7 @@ import mlflow
 import pytest
 
 from fmnist_lib import tracking, tuning
+from fmnist_lib.catalogue import MODELS
 from fmnist_lib.config import profile_named
 
 
@@ -44,6 +45,11 @@ def test_two_workers_share_one_study_and_log_every_trial(stores):
     assert sorted(t.number for t in study.trials) == [0, 1]
     assert all(t.state.name == "COMPLETE" for t in study.trials)  # no pruning before 2 trials
     assert study.trials[0].params == tuning.course_settings()  # the course's settings first
+    # The first trial, at full length, is the catalogue's own CNN: nothing overridden.
+    course = MODELS["cnn"].default_params(profile_named("quick"))
+    overrides = tuning.catalogue_settings(study.trials[0].params)
+    assert MODELS["cnn"].params_with(profile_named("quick"), overrides) == course
+    assert tuning.catalogue_settings(study.trials[1].params)["filters"] in tuning.FILTERS.values()
     table = tuning.trials_table(study)
     assert table["epochs"].tolist() == [settings.epochs] * 2
     assert table["val accuracy"].between(0.1, 1).all()
