@@ -86,8 +86,6 @@ MODELS = {
             "The same CNN without dropout",
             {"conv_dropout": 0.0, "dense_dropout": 0.0},
         ),
-        # Chapter 7. On 2 CPU cores zoom and rotation double the cost of an epoch of the
-        # dropout CNN; shifts, flips and erasing cost less. Chapter 7 times each one.
         # Chapter 7. Light changes only (shifts of up to 2 pixels, mirror images): zoom,
         # rotation and erasing cost CPU and need longer runs than 30 epochs to pay off.
         ModelSpec(
