@@ -121,13 +121,18 @@ def spec_named(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def _steps(params: dict, n_images: int) -> int:
+    """Training steps of a run: ``epochs`` of ``n_images`` in batches of ``batch_size``."""
+    return params["epochs"] * -(-n_images // params["batch_size"])
+
+
 def learning_rate_schedule(params: dict, n_images: int):
     """The learning rate, or its schedule over the run, for ``params`` (``learning_rate``,
     ``schedule``, ``epochs``, ``batch_size``) on ``n_images`` training images."""
     import keras
 
     learning_rate = params["learning_rate"]
-    steps = params["epochs"] * -(-n_images // params["batch_size"])
+    steps = _steps(params, n_images)
     if params["schedule"] == "cosine":
         # Decays to zero over the whole run: large steps early, fine ones at the end.
         return keras.optimizers.schedules.CosineDecay(learning_rate, steps)
@@ -157,7 +162,7 @@ def compile_keras(model, params: dict, n_images: int) -> None:
     from .losses import SmoothedCrossentropy
 
     rate = learning_rate_schedule(params, n_images)
-    steps = params["epochs"] * -(-n_images // params["batch_size"])
+    steps = _steps(params, n_images)
     # An average over the last 1 / (1 - ema) steps needs a run many times that long (the quick
     # profile's few steps would average the first, untrained weights): else the last weights.
     ema = params.get("ema") or 0.0
