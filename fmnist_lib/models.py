@@ -7,6 +7,7 @@ float32 images in [0, 1] and outputs the 10 class probabilities.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -17,7 +18,12 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline, make_union
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC as LibsvmSVC
+
+try:  # Intel's scikit-learn-intelex: the same SVM, trained and run on every core (x86-64 only)
+    from sklearnex.svm import SVC
+except ImportError:  # elsewhere scikit-learn's own, single-threaded libsvm
+    SVC = LibsvmSVC
 
 from .config import SEED
 from .data import IMAGE_SHAPE, INPUT_SHAPE
@@ -138,7 +144,9 @@ class Rescale(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        return (np.asarray(X, dtype=np.float32) / self.scale_).astype(np.float32)
+        # float64, as libsvm computes: scikit-learn-intelex's SVM in float32 loses digits in
+        # its distances between long HOG vectors, and then differs from the served libsvm copy.
+        return np.asarray(X, dtype=np.float64) / self.scale_
 
 
 def build_svm_hog(n_pixel_components=50, C=10.0, gamma_factor=2.0, seed=SEED):
@@ -165,6 +173,54 @@ def build_svm_hog(n_pixel_components=50, C=10.0, gamma_factor=2.0, seed=SEED):
             random_state=seed,
         ),
     )
+
+
+# A fitted SVM's state as libsvm keeps it (with libsvm's index types); scikit-learn-intelex
+# fills the same attributes.
+_LIBSVM_STATE = (
+    "support_vectors_",
+    "dual_coef_",
+    "_dual_coef_",
+    "intercept_",
+    "_intercept_",
+    "_probA",
+    "_probB",
+    "fit_status_",
+    "shape_fit_",
+    "_gamma",
+    "_sparse",
+    "class_weight_",
+    "classes_",
+    "n_features_in_",
+)
+_LIBSVM_INDICES = ("support_", "_n_support", "n_iter_", "_num_iter")
+
+
+def with_libsvm(model):
+    """``model`` (a pipeline or an SVM) with any scikit-learn-intelex SVM replaced by scikit-learn's
+    own with the same support vectors and coefficients: the same predictions, from a file that
+    scikit-learn alone loads (skops cannot save intelex's compiled model). Anything else is
+    returned as it is."""
+    if hasattr(model, "steps"):
+        steps = [(name, with_libsvm(step)) for name, step in model.steps]
+        if all(new is old for (_, new), (_, old) in zip(steps, model.steps, strict=True)):
+            return model
+        portable = copy.copy(model)  # shares the fitted steps
+        portable.steps = steps
+        return portable
+    if not isinstance(model, LibsvmSVC) or type(model) is LibsvmSVC:
+        return model
+    names = LibsvmSVC().get_params()
+    plain = LibsvmSVC(**{k: v for k, v in model.get_params().items() if k in names})
+    for name in _LIBSVM_STATE:
+        value = getattr(model, name)
+        is_float = isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        setattr(plain, name, np.ascontiguousarray(value, np.float64) if is_float else value)
+    for name in _LIBSVM_INDICES:
+        value = getattr(model, name.replace("_num_iter", "n_iter_"))
+        setattr(plain, name, np.ascontiguousarray(value, np.int32))
+    plain._effective_probability = False
+    return plain
 
 
 def build_logistic_regression(C=1.0, seed=SEED):
@@ -375,7 +431,7 @@ def count_parameters(model) -> int:
         return sum(count_parameters(part) for _, part in parts)
     if isinstance(model, PCA):
         return int(model.components_.size + model.mean_.size)
-    if isinstance(model, SVC):
+    if isinstance(model, LibsvmSVC):
         return int(model.support_vectors_.size + model.dual_coef_.size + model.intercept_.size)
     if isinstance(model, RandomForestClassifier):
         total = 0

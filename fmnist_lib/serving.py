@@ -237,7 +237,9 @@ def save_native(model, family: str, folder: Path) -> Path:
     else:
         import skops.io
 
-        skops.io.dump(model, path)
+        from . import models
+
+        skops.io.dump(models.with_libsvm(model), path)
     return path
 
 

@@ -186,8 +186,14 @@ class TrainingRun:
 
         batch_size, epochs = self._fit_settings(model, keras)
         course_data = _same_data(self.data, self.profile)
-        default = course_data and is_default(
-            self.name, model, self.profile, len(self.data.y_train), batch_size, epochs
+        # Another seed trains the same model to other weights: a variant, which the chapters'
+        # "newest run of the course's model" and the registry's candidates leave out.
+        default = (
+            course_data
+            and self.seed == SEED
+            and is_default(
+                self.name, model, self.profile, len(self.data.y_train), batch_size, epochs
+            )
         )
         mlflow.set_tags(
             {
@@ -297,19 +303,22 @@ def train(
     profile: Profile | None = None,
     data: FashionMNIST | None = None,
     verbose: int = 0,
+    seed: int = SEED,
     **overrides,
 ) -> TrainingResult:
     """Build, fit and record the catalogue's model ``name`` as the chapters do: a Keras network
     compiled by `catalogue.compile_keras` and fitted with ``model.fit`` on the arrays, or a
     scikit-learn pipeline fitted. ``data`` replaces the dataset (its profile-sized subset is
     used); ``overrides`` replace hyperparameters (see ``MODELS[name].default_params``), and an
-    unknown one is an error, so that a typo never trains the default model silently."""
+    unknown one is an error, so that a typo never trains the default model silently. ``seed``
+    draws the initial weights, the batches and the augmentations (or the forest's trees); a
+    seed other than the course's makes a ``custom`` run."""
     spec, profile, data, params, _ = _prepare(name, profile, data, overrides)
     if spec.family == "keras":
         import keras  # before the run starts, so that it logs what autolog reads from `fit`
-    with training_run(name, data, profile, params=params) as run:
+    with training_run(name, data, profile, seed=seed, params=params) as run:
         if spec.family == "keras":
-            keras.utils.set_random_seed(SEED)
+            keras.utils.set_random_seed(seed)
             model = spec.build(params)
             x_train, y_train = data.keras("train")
             compile_keras(model, params, len(x_train))
@@ -318,27 +327,27 @@ def train(
                 validation_data=data.keras("val"), verbose=verbose,
             )  # fmt: skip
         else:
-            model = spec.build(params, seed=SEED)
+            model = spec.build(params, seed=seed)
             model.fit(*data.sklearn("train"))
         return run.record(model)
 
 
 def reuse_or_train(
-    name: str, profile: Profile | None = None, verbose: int = 0, **overrides
+    name: str, profile: Profile | None = None, verbose: int = 0, seed: int = SEED, **overrides
 ) -> TrainingResult:
-    """The model ``name`` with these hyperparameters for this profile: loaded from the newest
-    finished run that trained exactly it (same hyperparameters and data sizes, with its
-    serving artifact), or trained and logged by `train` when there is none. A rebuilt
+    """The model ``name`` with these hyperparameters and ``seed`` for this profile: loaded from
+    the newest finished run that trained exactly it (same hyperparameters, seed and data sizes,
+    with its serving artifact), or trained and logged by `train` when there is none. A rebuilt
     chapter reuses its models instead of training them again."""
     spec, profile, data, params, logged = _prepare(name, profile, None, overrides)
     runs = tracking.find_runs(profile.name, name)
     for _, run in runs.iterrows():
         same = all(run.get(f"params.{k}") == str(v) for k, v in logged.items())
-        if same and run.get("tags.dataset") == "course":
+        if same and run.get("tags.dataset") == "course" and run.get("tags.seed") == str(seed):
             uri = tracking.serving_model_uri(run)
             if uri is not None:
                 return _reload(spec, run, uri, params, data)
-    return train(name, profile, verbose=verbose, **overrides)
+    return train(name, profile, verbose=verbose, seed=seed, **overrides)
 
 
 def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarray]:

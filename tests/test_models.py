@@ -148,3 +148,35 @@ def test_a_network_trained_in_bfloat16_predicts_in_float32():
     np.testing.assert_allclose(got, expected, atol=0.05)  # bfloat16 keeps 3 digits
     single = models.build_bn_cnn(filters=(8, 16, 32))
     assert models.in_float32(single) is single
+
+
+def test_the_intelex_svm_answers_as_scikit_learns_libsvm_and_saves_as_it():
+    """The chapters' SVM is scikit-learn-intelex's where it installs: it must give libsvm's
+    answers, and its saved copy must be libsvm's with the same predictions."""
+    import tempfile
+    from pathlib import Path
+
+    from sklearn.svm import SVC as LibsvmSVC
+
+    from fmnist_lib import serving
+
+    if models.SVC is LibsvmSVC:
+        pytest.skip("scikit-learn-intelex is not installed here (x86-64 only)")
+    data = load_fashion_mnist().subset(train_size=3000, test_size=1000)
+    (x, y), (x_test, _) = data.sklearn("train"), data.sklearn("test")
+    intelex = models.build_svm_hog().fit(x, y)
+    libsvm = models.build_svm_hog()
+    settings = {k: v for k, v in libsvm[-1].get_params().items() if k != "n_jobs"}
+    libsvm.steps[-1] = ("svc", LibsvmSVC(**settings))
+    libsvm.fit(x, y)
+    expected = intelex.predict(x_test)
+    assert (expected == libsvm.predict(x_test)).mean() >= 0.998
+    plain = models.with_libsvm(intelex)
+    assert type(plain[-1]) is LibsvmSVC and type(intelex[-1]) is models.SVC
+    np.testing.assert_array_equal(plain.predict(x_test), expected)
+    with tempfile.TemporaryDirectory() as folder:
+        path = serving.save_native(intelex, "sklearn", Path(folder))
+        loaded = serving.load_native(path, "sklearn")
+    assert type(loaded[-1]) is LibsvmSVC
+    np.testing.assert_array_equal(loaded.predict(x_test), expected)
+    assert models.count_parameters(loaded) == models.count_parameters(intelex)

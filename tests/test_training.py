@@ -219,6 +219,22 @@ def test_a_model_already_trained_is_reused_not_retrained(store):
     assert len(tracking.find_runs("tiny", "dense")) == 2
 
 
+def test_another_seed_trains_another_network_kept_apart_from_the_course_run(store):
+    course = reuse_or_train("dense", profile=TINY)
+    twin = reuse_or_train("dense", profile=TINY, seed=1)
+    assert twin.run_id != course.run_id
+    images = load_fashion_mnist().for_profile(TINY).x_test[:50]
+    assert not np.allclose(
+        twin.classifier.predict_proba(images), course.classifier.predict_proba(images)
+    )
+    # Reused by seed; a variant, so "the newest run of dense" is still the course's.
+    assert reuse_or_train("dense", profile=TINY, seed=1).run_id == twin.run_id
+    runs = tracking.find_runs("tiny", "dense").set_index("run_id")
+    assert runs.loc[twin.run_id, "tags.seed"] == "1"
+    assert runs.loc[twin.run_id, "tags.variant"] == "custom"
+    assert tracking.latest_runs("tiny", ["dense"]).loc["dense", "run_id"] == course.run_id
+
+
 def test_warmup_cosine_rises_then_decays():
     params = {"learning_rate": 2e-3, "schedule": "warmup-cosine", "epochs": 30, "batch_size": 100}
     schedule = learning_rate_schedule(params, 1000)  # 10 steps per epoch, 300 in all
