@@ -175,25 +175,14 @@ def build_svm_hog(n_pixel_components=50, C=10.0, gamma_factor=2.0, seed=SEED):
     )
 
 
-# A fitted SVM's state as libsvm keeps it (with libsvm's index types); scikit-learn-intelex
-# fills the same attributes.
+# A fitted SVM's state as libsvm keeps it; scikit-learn-intelex fills the same attributes.
 _LIBSVM_STATE = (
-    "support_vectors_",
-    "dual_coef_",
-    "_dual_coef_",
-    "intercept_",
-    "_intercept_",
-    "_probA",
-    "_probB",
-    "fit_status_",
-    "shape_fit_",
-    "_gamma",
-    "_sparse",
-    "class_weight_",
-    "classes_",
-    "n_features_in_",
-)
-_LIBSVM_INDICES = ("support_", "_n_support", "n_iter_", "_num_iter")
+    "support_vectors_ dual_coef_ _dual_coef_ intercept_ _intercept_ _probA _probB fit_status_ "
+    "shape_fit_ _gamma _sparse class_weight_ classes_ n_features_in_"
+).split()
+# libsvm's index arrays (int32), and the intelex attribute each is copied from.
+_LIBSVM_INDICES = {"support_": "support_", "_n_support": "_n_support", "n_iter_": "n_iter_",
+                   "_num_iter": "n_iter_"}  # fmt: skip
 
 
 def with_libsvm(model):
@@ -216,9 +205,8 @@ def with_libsvm(model):
         value = getattr(model, name)
         is_float = isinstance(value, np.ndarray) and value.dtype.kind == "f"
         setattr(plain, name, np.ascontiguousarray(value, np.float64) if is_float else value)
-    for name in _LIBSVM_INDICES:
-        value = getattr(model, name.replace("_num_iter", "n_iter_"))
-        setattr(plain, name, np.ascontiguousarray(value, np.int32))
+    for name, source in _LIBSVM_INDICES.items():
+        setattr(plain, name, np.ascontiguousarray(getattr(model, source), np.int32))
     plain._effective_probability = False
     return plain
 

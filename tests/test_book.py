@@ -231,6 +231,7 @@ def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
         ensembles,
     )
     assert re.search(r"the course.s settings reach \d+\.\d\d% validation accuracy", ensembles)
+    assert re.search(r"the deeper CNN.s twins took \d+\.\d minutes", ensembles)
     questions = page_text(built_book, "10_questions")
     assert re.search(r"\d+ finished runs of \d+ kinds, and \d+ registered models", questions)
     assert re.search(
