@@ -255,17 +255,17 @@ def test_chapter_7_settings_compile_adamw_label_smoothing_and_weight_averaging()
 
     spec = MODELS["cnn-bn"]
     params = spec.default_params(profile_named("full"))
-    assert params["epochs"] == 15 and spec.default_params(profile_named("quick"))["epochs"] == 1
+    assert params["epochs"] == 30 and spec.default_params(profile_named("quick"))["epochs"] == 2
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-    compile_keras(model, params, 1000)  # 60 steps: too few to average
+    compile_keras(model, params, 1000)  # 120 steps: too few to average
     optimizer = model.optimizer
     assert isinstance(optimizer, keras.optimizers.AdamW) and not optimizer.use_ema
     assert optimizer.weight_decay == params["weight_decay"]
     assert isinstance(model.loss, SmoothedCrossentropy)
-    compile_keras(model, params, 54_000)  # 15 epochs of 211 steps: the average settles
+    compile_keras(model, params, 54_000)  # 30 epochs of 211 steps: the average settles
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == params["ema"]
     compile_keras(model, MODELS["cnn-bn"].default_params(profile_named("quick")), 2000)
-    assert not model.optimizer.use_ema, "8 steps: too few to average"
+    assert not model.optimizer.use_ema, "16 steps: too few to average"
     compile_keras(model, MODELS["cnn"].default_params(profile_named("full")), 1000)
     assert type(model.optimizer) is keras.optimizers.Adam and not model.optimizer.use_ema
     assert model.loss == "sparse_categorical_crossentropy"
