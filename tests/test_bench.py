@@ -90,3 +90,25 @@ def test_flops_of_a_network_come_from_its_layer_shapes():
     conv2 = 2 * 3 * 3 * 32 * 64 * 14 * 14
     dense = 2 * (7 * 7 * 64) * 128 + 2 * 128 * 10
     assert bench.forward_flops(network) == conv1 + conv2 + dense
+
+
+def test_recorded_fit_times_come_from_full_profile_runs_and_an_empty_store_adds_none(
+    tmp_path, monkeypatch
+):
+    import mlflow
+
+    from fmnist_lib import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    report = bench.Report()
+    bench.recorded_fits(report, ["rf", "svm-hog"])  # a fresh clone's store: no run at all
+    assert report.rows == []
+    tracking.use_experiment()
+    for profile, seconds in (("full", 120.0), ("quick", 3.0)):
+        tags = {"profile": profile, "model": "rf", "variant": "default"}
+        with mlflow.start_run(tags=tags):
+            mlflow.log_metric("fit_time_s", seconds)
+    bench.recorded_fits(report, ["rf", "svm-hog"])
+    assert [(row.measure, row.value) for row in report.rows] == [
+        ("rf: fit (newest full-profile MLflow run)", 120.0)
+    ]
