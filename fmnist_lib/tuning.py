@@ -212,12 +212,13 @@ def _objective(settings: Settings, data):
             "profile": settings.profile,
             "optuna.trial": str(trial.number),
         }
+        # Where the trial runs, then its run: what `_dead_trial` needs if this worker dies. In
+        # this order, whoever sees the run id (another worker, a test) also sees the worker.
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         with mlflow.start_run(
             run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
         ) as run:
-            # Where the trial runs, and its run: what `_dead_trial` needs if this worker dies.
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             train_size = len(data.y_train)
             mlflow.log_params({**params, "epochs": settings.epochs, "train_size": train_size})
             seed = SEED + trial.number  # each trial its own draw
