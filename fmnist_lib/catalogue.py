@@ -20,7 +20,7 @@ from .config import Profile
 # How Keras models are trained, beside the epochs that the profile sets.
 KERAS_FIT_DEFAULTS = {"batch_size": 128, "learning_rate": 1e-3, "schedule": "cosine"}
 # Training settings only some networks set (chapter 7's): see `compile_keras`.
-KERAS_FIT_EXTRAS = ("weight_decay", "label_smoothing", "ema")
+KERAS_FIT_EXTRAS = ("weight_decay", "label_smoothing", "ema", "precision")
 FIT_PARAMS = ("epochs", *KERAS_FIT_DEFAULTS, *KERAS_FIT_EXTRAS)
 
 
@@ -58,11 +58,25 @@ class ModelSpec:
         return {**params, **overrides}
 
     def build(self, params: dict, seed: int | None = None):
-        """A new, unfitted model from its hyperparameters (training settings left out)."""
+        """A new, unfitted model from its hyperparameters (training settings left out); a
+        network's layers compute in the precision `fit_precision` chooses."""
         kwargs = {k: v for k, v in params.items() if k not in FIT_PARAMS}
-        return (
-            self.builder(**kwargs) if self.family == "keras" else self.builder(**kwargs, seed=seed)
-        )
+        if self.family != "keras":
+            return self.builder(**kwargs, seed=seed)
+        with models.computing_in(fit_precision(params)):
+            return self.builder(**kwargs)
+
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+def fit_precision(params: dict) -> str:
+    """The precision a network is trained in: ``params["precision"]`` (default float32), where
+    ``"auto"`` means bfloat16 on a CPU that computes it natively and float32 elsewhere."""
+    precision = params.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return models.fast_precision() if precision == "auto" else precision
 
 
 MODELS = {
@@ -102,10 +116,12 @@ MODELS = {
             models.build_bn_cnn,
             "Deeper CNN with batch normalisation, shifts and mirror images, AdamW with warm-up, "
             "label smoothing and an average of the weights",
-            # bfloat16 where the CPU has it (chapter 7 times both).
-            {"precision": models.fast_precision()},
+            {},
+            # precision "auto": bfloat16 where the CPU computes it natively, else float32
+            # (chapter 7 times both). A way of fitting, not part of the model: the run
+            # records the one used as its ``precision`` tag.
             {"batch_size": 256, "learning_rate": 3e-3, "schedule": "warmup-cosine",
-             "weight_decay": 5e-4, "label_smoothing": 0.1, "ema": 0.99},
+             "weight_decay": 5e-4, "label_smoothing": 0.1, "ema": 0.99, "precision": "auto"},
         ),
     ]
 }  # fmt: skip
@@ -180,10 +196,13 @@ def compile_keras(model, params: dict, n_images: int) -> None:
 
 
 def _without_names(value):
-    """A Keras config with every ``name`` (and generated seed) left out: two networks built
-    from the same layer list compare equal whatever Keras numbered their layers."""
+    """A Keras config with every ``name``, generated seed and ``dtype`` left out: two networks
+    built from the same layer list compare equal whatever Keras numbered their layers and
+    whatever precision the CPU computed them in (a way of fitting, recorded as a tag)."""
     if isinstance(value, dict):
-        return {k: _without_names(v) for k, v in value.items() if k not in ("name", "seed")}
+        return {
+            k: _without_names(v) for k, v in value.items() if k not in ("name", "seed", "dtype")
+        }
     if isinstance(value, list | tuple):
         return [_without_names(v) for v in value]
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -322,36 +323,57 @@ def fast_precision() -> str:
     return "mixed_bfloat16" if re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) else "float32"
 
 
+@contextmanager
+def computing_in(precision: str):
+    """Layers built inside this ``with`` block compute in ``precision``: ``"float32"``, or
+    ``"mixed_bfloat16"`` (16-bit arithmetic, weights kept in 32 bits). Precision is how a
+    network is trained on a given CPU, not what the network is: the same layers either way."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def precision_of(model) -> str:
+    """``"mixed_bfloat16"`` if any layer of a Keras ``model`` computes in bfloat16, else
+    ``"float32"``."""
+    names = {layer.dtype_policy.name for layer in model.layers}
+    return "mixed_bfloat16" if "mixed_bfloat16" in names else "float32"
+
+
 def build_bn_cnn(
     filters=(32, 64, 128),
     translate=0.07, zoom=0.0, rotation=0.0, flip=True, erasing=0.0,
-    precision="float32",
 ):  # fmt: skip
     """A deeper CNN with batch normalisation, laid out like the speed-training networks
     (airbench): per block, a 3x3 convolution, max-pooling, then batch normalisation and ReLU,
     a second 3x3 convolution, batch normalisation and ReLU; a global max-pooling and one dense
     layer. Pooling right after the first convolution makes the rest of the block work on a
     quarter of the pixels. With the augmentation layers in front (light by default: shifts of
-    up to 2 pixels, mirror images). ``precision="mixed_bfloat16"`` computes the hidden layers
-    in 16-bit floats (weights kept in 32), for CPUs and GPUs that have fast bfloat16."""
+    up to 2 pixels, mirror images). Built inside `computing_in("mixed_bfloat16")`, the hidden
+    layers compute in 16-bit floats; the output layer always computes in 32."""
     from keras import Input, Sequential, layers
 
-    hidden = {"dtype": precision}
-    augment = augmentation_layers(translate, zoom, rotation, flip, erasing)
+    with computing_in("float32"):  # the images are changed in full precision in any case
+        augment = augmentation_layers(translate, zoom, rotation, flip, erasing)
     stack = [Input(shape=INPUT_SHAPE), *augment]
     for width in filters:
         stack += [
             # No bias: the batch normalisation that follows has its own shift.
-            layers.Conv2D(width, 3, padding="same", use_bias=False, **hidden),
-            layers.MaxPooling2D(2, **hidden),
-            layers.BatchNormalization(momentum=0.9, **hidden),  # settles within a short run
-            layers.ReLU(**hidden),
-            layers.Conv2D(width, 3, padding="same", use_bias=False, **hidden),
-            layers.BatchNormalization(momentum=0.9, **hidden),
-            layers.ReLU(**hidden),
+            layers.Conv2D(width, 3, padding="same", use_bias=False),
+            layers.MaxPooling2D(2),
+            layers.BatchNormalization(momentum=0.9),  # settles within a short run
+            layers.ReLU(),
+            layers.Conv2D(width, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(momentum=0.9),
+            layers.ReLU(),
         ]
     stack += [
-        layers.GlobalMaxPooling2D(**hidden),
+        layers.GlobalMaxPooling2D(),
         layers.Dense(N_CLASSES, activation="softmax", dtype="float32"),
     ]
     return Sequential(stack, name="bn_cnn")

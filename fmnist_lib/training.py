@@ -200,6 +200,8 @@ class TrainingRun:
                 "family": "keras" if keras else "sklearn",
                 "variant": "default" if default else "custom",
                 "dataset": "course" if course_data else "modified",
+                # How it was fitted on this CPU, which `variant` leaves out on purpose.
+                **({"precision": models.precision_of(model)} if keras else {}),
             }
         )
         params = dict(self.params or {})

@@ -138,8 +138,11 @@ def test_bn_cnn_has_three_blocks_and_no_dense_hidden_layer():
 
 def test_a_network_trained_in_bfloat16_predicts_in_float32():
     x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
-    half = models.build_bn_cnn(filters=(8, 16, 32), precision="mixed_bfloat16")
+    with models.computing_in("mixed_bfloat16"):
+        half = models.build_bn_cnn(filters=(8, 16, 32))
     assert half.layers[-4].dtype_policy.name == "mixed_bfloat16"
+    assert half.layers[0].dtype_policy.name == "float32", "augmentation in full precision"
+    assert models.precision_of(half) == "mixed_bfloat16"
     full = models.in_float32(half)
     assert {layer.dtype_policy.name for layer in full.layers} == {"float32"}
     assert [w.shape for w in full.weights] == [w.shape for w in half.weights]
@@ -147,7 +150,7 @@ def test_a_network_trained_in_bfloat16_predicts_in_float32():
     assert got.dtype == np.float32 and not np.array_equal(got, expected), "computed again"
     np.testing.assert_allclose(got, expected, atol=0.05)  # bfloat16 keeps 3 digits
     single = models.build_bn_cnn(filters=(8, 16, 32))
-    assert models.in_float32(single) is single
+    assert models.in_float32(single) is single and models.precision_of(single) == "float32"
 
 
 def test_the_intelex_svm_answers_as_scikit_learns_libsvm_and_saves_as_it():

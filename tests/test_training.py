@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist_lib import serving, tracking
+from fmnist_lib import models, serving, tracking
 from fmnist_lib.catalogue import MODELS, learning_rate_schedule
 from fmnist_lib.config import PROJECT_ROOT, Profile, profile_named
 from fmnist_lib.data import IDX_FILES, load_fashion_mnist
@@ -255,20 +255,42 @@ def test_chapter_7_settings_compile_adamw_label_smoothing_and_weight_averaging()
 
     spec = MODELS["cnn-bn"]
     params = spec.default_params(profile_named("full"))
-    assert params["epochs"] == 30 and spec.default_params(profile_named("quick"))["epochs"] == 2
+    assert params["epochs"] == profile_named("full").epochs
+    assert spec.default_params(profile_named("quick"))["epochs"] == 2
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     compile_keras(model, params, 1000)  # 120 steps: too few to average
     optimizer = model.optimizer
     assert isinstance(optimizer, keras.optimizers.AdamW) and not optimizer.use_ema
     assert optimizer.weight_decay == params["weight_decay"]
     assert isinstance(model.loss, SmoothedCrossentropy)
-    compile_keras(model, params, 54_000)  # 30 epochs of 211 steps: the average settles
+    compile_keras(model, params, 54_000)  # epochs of 211 steps: the average settles
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == params["ema"]
     compile_keras(model, MODELS["cnn-bn"].default_params(profile_named("quick")), 2000)
     assert not model.optimizer.use_ema, "16 steps: too few to average"
     compile_keras(model, MODELS["cnn"].default_params(profile_named("full")), 1000)
     assert type(model.optimizer) is keras.optimizers.Adam and not model.optimizer.use_ema
     assert model.loss == "sparse_categorical_crossentropy"
+
+
+def test_the_deeper_cnn_is_the_same_model_in_either_precision():
+    """Precision is how a CPU fits the network, not what the network is: the catalogue's
+    settings, and `is_default`'s answer, are the same on a bfloat16 CPU and on an AVX2 one."""
+    from fmnist_lib.catalogue import compile_keras, fit_precision, is_default
+
+    profile = profile_named("quick")
+    spec = MODELS["cnn-bn"]
+    params = spec.default_params(profile)
+    assert params["precision"] == "auto" and "precision" not in spec.build_params
+    assert fit_precision(params) == models.fast_precision()
+    answers = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        model = spec.build({**params, "precision": precision})
+        assert models.precision_of(model) == precision
+        compile_keras(model, params, 2000)
+        answers[precision] = is_default("cnn-bn", model, profile, 2000, 256, params["epochs"])
+    assert answers == {"float32": True, "mixed_bfloat16": True}
+    with pytest.raises(ValueError, match="precision must be"):
+        fit_precision({"precision": "float16"})
 
 
 def test_label_smoothing_on_class_ids_matches_keras_on_one_hot_labels():
