@@ -152,8 +152,11 @@ def test_book_builds_with_every_page(built_book):
 def test_every_chapter_says_at_its_top_how_long_it_ran_and_on_what(built_book):
     for name in notebook_chapters():
         text = page_text(built_book, name)
-        top = re.search(r"This chapter ran in (\d+\.\d) minutes when this book was built, on "
-                        r"(.+?), (\d+) cores, (with|without) native bfloat16", text)
+        top = re.search(
+            r"This chapter ran in (\d+\.\d) minutes when this book was built, on "
+            r"(.+?), (\d+) cores, (with|without) native bfloat16",
+            text,
+        )
         assert top, name
         assert text.index(top[0]) < 2500, f"{name}: the time is not at the top"
         assert int(top[3]) >= 1
