@@ -59,10 +59,13 @@ class ModelSpec:
 
     def build(self, params: dict, seed: int | None = None):
         """A new, unfitted model from its hyperparameters (training settings left out); a
-        network's layers compute in the precision `fit_precision` chooses."""
+        network with a ``precision`` setting computes in the one `fit_precision` chooses, any
+        other in Keras's current policy."""
         kwargs = {k: v for k, v in params.items() if k not in FIT_PARAMS}
         if self.family != "keras":
             return self.builder(**kwargs, seed=seed)
+        if "precision" not in params:
+            return self.builder(**kwargs)
         with models.computing_in(fit_precision(params)):
             return self.builder(**kwargs)
 
@@ -99,7 +102,7 @@ MODELS = {
             {"conv_dropout": 0.0, "dense_dropout": 0.0},
         ),
         # Chapter 7. Light changes only (shifts of up to 2 pixels, mirror images): zoom,
-        # rotation and erasing cost CPU and need longer runs than 30 epochs to pay off.
+        # rotation and erasing cost CPU and need far longer runs than the course's to pay off.
         ModelSpec(
             "cnn-aug",
             "keras",

@@ -3,7 +3,7 @@
 A chapter writes and fits its own model, then hands it to the run::
 
     with training_run("dense", data) as run:
-        model.fit(x_train, y_train, batch_size=128, epochs=30, validation_data=(x_val, y_val))
+        model.fit(x_train, y_train, batch_size=128, epochs=10, validation_data=(x_val, y_val))
         dense = run.record(model)
 
 The run holds the profile, the seed, the dataset checksums and library versions; for Keras,
