@@ -35,6 +35,11 @@ class ModelSpec:
     description: str
     build_params: dict = field(default_factory=dict)
     fit_params: dict = field(default_factory=dict)  # Keras: replaces KERAS_FIT_DEFAULTS
+    deeper: bool = False  # trains the profile's ``deeper_epochs``
+
+    def epochs(self, profile: Profile) -> int:
+        """How many epochs this network trains in ``profile``."""
+        return (profile.deeper_epochs if self.deeper else None) or profile.epochs
 
     def default_params(self, profile: Profile) -> dict:
         """Every hyperparameter with its value for ``profile``: the builder's arguments, then
@@ -43,7 +48,7 @@ class ModelSpec:
         params = {name: p.default for name, p in signature.parameters.items() if name != "seed"}
         params.update(self.build_params)
         if self.family == "keras":
-            params.update(epochs=profile.epochs, **{**KERAS_FIT_DEFAULTS, **self.fit_params})
+            params.update(epochs=self.epochs(profile), **{**KERAS_FIT_DEFAULTS, **self.fit_params})
         return params
 
     def params_with(self, profile: Profile, overrides: dict) -> dict:
@@ -125,6 +130,7 @@ MODELS = {
             # records the one used as its ``precision`` tag.
             {"batch_size": 256, "learning_rate": 3e-3, "schedule": "warmup-cosine",
              "weight_decay": 5e-4, "label_smoothing": 0.1, "ema": 0.99, "precision": "auto"},
+            deeper=True,
         ),
     ]
 }  # fmt: skip
