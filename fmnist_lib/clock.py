@@ -9,6 +9,8 @@ import re
 import time
 from pathlib import Path
 
+from .models import fast_precision
+
 
 def machine() -> str:
     """This CPU in words: its model name, the cores this process may use, and whether it
@@ -20,7 +22,7 @@ def machine() -> str:
     found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
     name = found[1].strip() if found else (platform.processor() or platform.machine())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    bf16 = re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo)
+    bf16 = fast_precision() == "mixed_bfloat16"
     return f"{name}, {cores} cores, {'with' if bf16 else 'without'} native bfloat16"
 
 
