@@ -246,6 +246,9 @@ def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
     )
     assert re.search(r"the course.s settings reach \d+\.\d\d% validation accuracy", ensembles)
     assert re.search(r"train nothing \(the weighted vote.s weights: [\w ,]+ \d", ensembles)
+    assert re.search(
+        r"\d+ more epochs: on the validation set, the (second cycle|first) (and|is)", ensembles
+    )
     questions = page_text(built_book, "10_questions")
     assert re.search(r"\d+ finished runs of \d+ kinds, and \d+ registered models", questions)
     assert re.search(
