@@ -266,7 +266,15 @@ def is_default(
     return _keras_signature(model, batch_size, epochs) == expected
 
 
+# Models a chapter trains its own way, outside the catalogue, by the name its run records.
+CHAPTER_MODELS = {
+    "cnn-bn-cycle2": "Deeper CNN trained a second cycle from chapter 7's weights (chapter 8)",
+}
+
+
 def description(name: str) -> str:
-    """What the model ``name`` is, in words; a model from outside the catalogue (chapter 10's
-    capstone, say) by its own name."""
-    return MODELS[name].description if name in MODELS else name
+    """What the model ``name`` is, in words; another model from outside the catalogue
+    (chapter 10's capstone, say) by its own name."""
+    if name in MODELS:
+        return MODELS[name].description
+    return CHAPTER_MODELS.get(name, name)

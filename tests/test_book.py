@@ -70,6 +70,16 @@ def test_nbval_on_markdown_fails_on_a_raising_cell(tmp_path):
     assert "this chapter is broken" in result.stdout
 
 
+def test_every_model_a_chapter_records_has_a_description_except_the_students_own():
+    from fmnist_lib.catalogue import description
+
+    for chapter in notebook_chapters():
+        text = (ROOT / "book" / f"{chapter}.md").read_text(encoding="utf-8")
+        for name in re.findall(r'training_run\("([\w-]+)"', text):
+            if name != "capstone":  # chapter 10's is the reader's model, named as they like
+                assert description(name) != name, f"{chapter}: {name!r} has no description"
+
+
 def test_nbval_collects_every_cell_of_every_chapter():
     """The README's `pytest --nbval book` sees each chapter as a notebook, cell by cell (collected
     only: the strict build below is the suite's one execution of the chapters)."""
