@@ -42,6 +42,15 @@ def method(classifier) -> str | None:
     return "HiResCAM" if _last_conv(classifier.model) is not None else "gradient × input"
 
 
+def map_grid(classifier) -> tuple[int, int] | None:
+    """The (rows, columns) of a HiResCAM map before it is scaled up to 28x28: the size of the
+    last convolution's output. None where `method` is not HiResCAM."""
+    if method(classifier) != "HiResCAM":
+        return None
+    _, rows, columns, _ = _last_conv(classifier.model).output.shape
+    return int(rows), int(columns)
+
+
 def _compile(model):
     import keras
     import tensorflow as tf

@@ -228,6 +228,9 @@ def test_custom_images_chapter_shows_computed_numbers(built_book):
     text = page_text(built_book, "06_custom")
     assert re.search(rf"\d+\.\d% of {QUICK_TEST:,} images, or \d\.\d out of ten", text)
     assert re.search(r"negating alone takes the model from \d+\.\d% to \d+\.\d%", text)
+    assert re.search(
+        r"of the plain ones right, (above|no better than) the 10% of guessing \(binomial", text
+    )
     assert re.search(r"image by image, .{0,80}" + VERDICT, text)
     assert re.search(
         r"Modelling the backdrop and masking the item gives \d+\.\d%; image by image, "

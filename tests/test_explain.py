@@ -80,3 +80,17 @@ def test_the_overlay_shows_the_image_where_the_map_is_zero(lit):
     assert (rgb[10, 10] == rgb[10, 10, 0]).all() and rgb[10, 10, 0] == round(200 / 255 * 0.8 * 255)
     assert not (rgb[0, 0] == rgb[0, 0, 0]).all()
     assert plots.enlarge(lit, 3).shape == (84, 84)
+
+
+def test_the_map_grid_is_the_last_convolutions_output_as_the_network_computes_it(lit):
+    for build in (models.build_dropout_cnn, models.build_bn_cnn):
+        network = build()
+        classifier = serving.Classifier.from_model(network, "keras")
+        last_conv = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)][
+            -1
+        ]
+        probe = keras.Model(network.inputs, last_conv.output)
+        computed = probe(lit[np.newaxis, ..., np.newaxis].astype("float32") / 255).shape
+        assert explain.map_grid(classifier) == (computed[1], computed[2])
+    dense = serving.Classifier.from_model(models.build_dense(), "keras")
+    assert explain.map_grid(dense) is None
