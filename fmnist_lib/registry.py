@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import tracking
-from .catalogue import MODELS
+from .catalogue import CHAPTER_MODELS, MODELS
 
 CHAMPION_MODEL = "fashion-mnist"
 CHAMPION_ALIAS = "champion"
@@ -201,7 +201,9 @@ def register_result(result) -> dict:
         validation_accuracy=float(result.validation.accuracy),
         accuracy=float(result.accuracy),
     )
-    version = _register(client, registered_name(result.name), candidate, "")
+    version = _register(
+        client, registered_name(result.name), candidate, CHAPTER_MODELS.get(result.name, "")
+    )
     champion = _promote_if_better(client, candidate)
     return {
         "registered model": version.name,
