@@ -86,9 +86,8 @@ def test_the_map_grid_is_the_last_convolutions_output_as_the_network_computes_it
     for build in (models.build_dropout_cnn, models.build_bn_cnn):
         network = build()
         classifier = serving.Classifier.from_model(network, "keras")
-        last_conv = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)][
-            -1
-        ]
+        convs = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
+        last_conv = convs[-1]
         probe = keras.Model(network.inputs, last_conv.output)
         computed = probe(lit[np.newaxis, ..., np.newaxis].astype("float32") / 255).shape
         assert explain.map_grid(classifier) == (computed[1], computed[2])
