@@ -98,7 +98,7 @@ def to_images(model_input) -> np.ndarray:
     return images
 
 
-def _vote_shares(pipeline, x: np.ndarray) -> np.ndarray:
+def vote_shares(pipeline, x: np.ndarray) -> np.ndarray:
     """For an SVM pipeline: the share of its one-against-one duels that each class won. The
     class with most votes is exactly what ``SVC.predict`` answers (ties go to the lower class
     id, as in libsvm)."""
@@ -195,7 +195,7 @@ class Classifier(mlflow.pyfunc.PythonModel):
         x = sklearn_input(images)
         if hasattr(self.model, "predict_proba"):
             return self.model.predict_proba(x)
-        return _vote_shares(self.model, x)
+        return vote_shares(self.model, x)
 
     def _network(self, x: np.ndarray) -> np.ndarray:
         """The network's softmax output for a float32 batch (n, 28, 28, 1)."""

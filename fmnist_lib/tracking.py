@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,38 @@ def load_predictions(run_id: str) -> dict[str, np.ndarray]:
     except (MlflowException, OSError) as err:
         raise MissingRunError(f"Run {run_id} recorded no predictions.") from err
     return {k: np.asarray(v, dtype=np.int64) for k, v in loaded.items()}
+
+
+SCORES_FILE = "scores.npz"
+
+
+def log_scores(scores: dict[str, np.ndarray]) -> None:
+    """Record a run's class scores per split (``{"validation": (n, 10), "test": (n, 10)}``:
+    probabilities, or an SVM's vote shares), so that a later chapter can vote with the model
+    without running it again: reloaded, an SVM predicts with libsvm on one core, for minutes."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / SCORES_FILE
+        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in scores.items()}
+        np.savez_compressed(path, **arrays)
+        mlflow.log_artifact(str(path))
+
+
+def load_scores(run_id: str) -> dict[str, np.ndarray]:
+    """The class scores `log_scores` recorded in a run; `MissingRunError` if it has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"runs:/{run_id}/{SCORES_FILE}", dst_path=folder
+            )
+        except (MlflowException, OSError) as err:
+            raise MissingRunError(f"Run {run_id} recorded no class scores.") from err
+        with np.load(path) as loaded:  # plain arrays: no pickle
+            return {k: loaded[k].astype(np.float64) for k in loaded.files}
 
 
 SUMMARY_COLUMNS = {

@@ -10,9 +10,11 @@ The run holds the profile, the seed, the dataset checksums and library versions;
 what MLflow's own ``mlflow.keras.autolog`` logs (the optimiser's settings, the batch size, the
 epochs, loss and accuracy at every epoch); for scikit-learn, every parameter of the pipeline;
 then `record` adds validation and test scores (test accuracy with its 95% interval), fit and
-predict times, the confusion matrix, classification report, learning curves and misclassified
-images, and the serving artifact. A run is tagged ``variant=default`` only when it trained the
-catalogue's model with the course's settings on the course's data (`catalogue.is_default`).
+predict times, the predictions and class scores on both sets (`predictions`,
+`recorded_scores`), the confusion matrix, classification report, learning curves and
+misclassified images, and the serving artifact. A run is tagged ``variant=default`` only when
+it trained the catalogue's model with the course's settings on the course's data
+(`catalogue.is_default`).
 
 `train` and `reuse_or_train` do the same for a model of the catalogue by name, for the command
 line, chapters 7 and 8 and the tests.
@@ -31,7 +33,7 @@ import pandas as pd
 from . import models, plots, serving, tracking
 from .catalogue import MODELS, compile_keras, is_default, spec_named
 from .config import SEED, Profile, get_profile
-from .data import IDX_FILES, FashionMNIST, load_fashion_mnist
+from .data import CLASS_NAMES, IDX_FILES, FashionMNIST, load_fashion_mnist
 from .evaluation import Evaluation, calibrate, evaluate
 
 
@@ -53,6 +55,9 @@ class TrainingResult:
     fit_time: float
     predict_time: float
     n_test: int
+    # Class scores per split, {"validation": (n, 10), "test": (n, 10)}: probabilities, or an
+    # SVM's vote shares.
+    scores: dict[str, np.ndarray]
 
     @property
     def model(self):
@@ -80,12 +85,23 @@ def _is_keras(model) -> bool:
 
 
 def _predict(model, keras: bool, x):
-    """(labels, probabilities or None) for images in the model's own input view."""
+    """(labels, class scores, whether the scores are probabilities) for images in the model's
+    own input view. An SVM's scores are its vote shares, as `serving.Classifier` serves them
+    (their largest is ``SVC.predict``'s answer); a model with neither gets one-hot scores."""
     if keras:
         proba = model.predict(x, batch_size=1024, verbose=0)
-        return proba.argmax(axis=1), proba
-    proba = model.predict_proba(x) if hasattr(model, "predict_proba") else None
-    return (proba.argmax(axis=1) if proba is not None else model.predict(x)), proba
+        return proba.argmax(axis=1), proba, True
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(x)
+        return proba.argmax(axis=1), proba, True
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVC  # sklearnex's SVC is a subclass
+
+    if isinstance(model, Pipeline) and isinstance(model[-1], SVC):
+        shares = serving.vote_shares(model, x)
+        return shares.argmax(axis=1), shares, False
+    labels = np.asarray(model.predict(x))
+    return labels, np.eye(len(CLASS_NAMES))[labels], False
 
 
 def _pipeline_params(model) -> dict:
@@ -216,19 +232,22 @@ class TrainingRun:
 
     def _score(self, model, keras: bool):
         """(validation scores, test scores, seconds to predict the test set, calibration on
-        the validation set or None), not logged yet."""
+        the validation set or None, class scores per split), not logged yet."""
         view = self.data.keras if keras else self.data.sklearn
         x_val, y_val = view("val")
         x_test, y_test = view("test")
-        val_pred, val_proba = _predict(model, keras, x_val)
-        validation = evaluate(y_val, val_pred, self.data.class_names, val_proba)
+        val_pred, val_scores, probabilistic = _predict(model, keras, x_val)
         start = time.perf_counter()
-        y_pred, proba = _predict(model, keras, x_test)
+        y_pred, test_scores, _ = _predict(model, keras, x_test)
         predict_time = time.perf_counter() - start
-        evaluation = evaluate(y_test, y_pred, self.data.class_names, proba)
-        # The "not sure" threshold is chosen on validation; an SVM has votes, not probabilities.
-        calibration = calibrate(val_proba, y_val) if val_proba is not None else None
-        return validation, evaluation, predict_time, calibration
+        # An SVM's vote shares are not probabilities: no log-loss, and no "not sure" threshold
+        # (chosen on validation) for it.
+        kept = (val_scores, test_scores) if probabilistic else (None, None)
+        validation = evaluate(y_val, val_pred, self.data.class_names, kept[0])
+        evaluation = evaluate(y_test, y_pred, self.data.class_names, kept[1])
+        calibration = calibrate(val_scores, y_val) if probabilistic else None
+        scores = {"validation": val_scores, "test": test_scores}
+        return validation, evaluation, predict_time, calibration, scores
 
     def record(self, model) -> TrainingResult:
         """Evaluate the fitted ``model`` on the validation and test sets and log it all to this
@@ -242,7 +261,7 @@ class TrainingRun:
         history = pd.DataFrame(model.history.history) if keras else None
         # Trained in bfloat16 or not, a network is scored, served and saved in float32.
         model = models.in_float32(model) if keras else model
-        validation, evaluation, predict_time, calibration = self._score(model, keras)
+        validation, evaluation, predict_time, calibration, class_scores = self._score(model, keras)
         family = "keras" if keras else "sklearn"
         examples = self.data.split("test")[0]
         logged = serving.log_model(model, family, examples, calibration=calibration)
@@ -257,11 +276,12 @@ class TrainingRun:
         }
         mlflow.log_metrics(scores, model_id=logged.model_id)
         tracking.log_predictions({"validation": validation.y_pred, "test": evaluation.y_pred})
+        tracking.log_scores(class_scores)
         _log_artifacts(self.name, self.data, evaluation, history)
         self.result = TrainingResult(
             self.name, serving.Classifier.from_model(model, family, calibration),
             self.run.info.run_id, logged.model_uri, params, evaluation, validation, history,
-            fit_time, predict_time, len(evaluation.y_true),
+            fit_time, predict_time, len(evaluation.y_true), class_scores,
         )  # fmt: skip
         return self.result
 
@@ -371,22 +391,55 @@ def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarr
         return found
 
 
+@dataclass(frozen=True, eq=False)
+class RecordedScores:
+    """A run's class scores per split (``{"validation": (n, 10), "test": (n, 10)}``) and how
+    long its model trained."""
+
+    name: str
+    run_id: str
+    fit_time: float
+    scores: dict[str, np.ndarray]
+
+
+def recorded_scores(name: str, profile: Profile | None = None) -> RecordedScores:
+    """The class scores (probabilities, or an SVM's vote shares) that the newest run of the
+    course's model ``name`` recorded for the validation and test images: chapter 8 votes with
+    chapter 2's HOG SVM without running it again. A run made before runs recorded scores is
+    reloaded and run once, and its scores recorded in it."""
+    import mlflow
+
+    profile = profile or get_profile()
+    run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
+    try:
+        scores = tracking.load_scores(run["run_id"])
+    except tracking.MissingRunError:
+        result = reuse_or_train(name, profile)
+        with mlflow.start_run(run_id=result.run_id):
+            tracking.log_scores(result.scores)
+        return RecordedScores(name, result.run_id, result.fit_time, result.scores)
+    return RecordedScores(name, run["run_id"], float(run["metrics.fit_time_s"]), scores)
+
+
 def _reload(spec, run, model_uri, params, data) -> TrainingResult:
     classifier = serving.load(model_uri)
 
-    def scores(split):
-        images, labels = data.split(split)
-        proba = classifier.predict_proba(images)
-        proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows, summed in float64
+    scores = {}
+    for split, name in (("val", "validation"), ("test", "test")):
+        proba = classifier.predict_proba(data.split(split)[0])
+        scores[name] = proba / proba.sum(axis=1, keepdims=True)  # float32 rows, in float64
+
+    def scored(split):
+        labels = data.split("val" if split == "validation" else split)[1]
         # An SVM's vote shares are not probabilities: no log-loss, as when it was trained.
-        kept = proba if classifier.has_probabilities else None
-        return evaluate(labels, proba.argmax(axis=1), data.class_names, kept)
+        kept = scores[split] if classifier.has_probabilities else None
+        return evaluate(labels, scores[split].argmax(axis=1), data.class_names, kept)
 
     history = tracking.load_history(run["run_id"]) if spec.family == "keras" else None
     return TrainingResult(
-        spec.name, classifier, run["run_id"], model_uri, params, scores("test"),
-        scores("val"), history, float(run["metrics.fit_time_s"]),
-        float(run["metrics.predict_time_s"]), len(data.y_test),
+        spec.name, classifier, run["run_id"], model_uri, params, scored("test"),
+        scored("validation"), history, float(run["metrics.fit_time_s"]),
+        float(run["metrics.predict_time_s"]), len(data.y_test), scores,
     )  # fmt: skip
 
 

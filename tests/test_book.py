@@ -259,6 +259,9 @@ def test_improvement_and_questions_chapters_show_computed_numbers(built_book):
     )
     assert re.search(r"the course.s settings reach \d+\.\d\d% validation accuracy", ensembles)
     assert re.search(r"train nothing \(the weighted vote.s weights: [\w ,]+ \d", ensembles)
+    # Six members (four CNNs, the forest, the HOG SVM's recorded vote shares), weights 0 to 3.
+    assert f"With {4**6 - 1:,} combinations tried" in ensembles
+    assert "deeper CNN + HOG SVM" in ensembles
     assert re.search(
         r"\d+ more epochs: on the validation set, the (second cycle|first) (and|is)", ensembles
     )

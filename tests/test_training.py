@@ -16,7 +16,13 @@ from fmnist_lib import models, serving, tracking
 from fmnist_lib.catalogue import MODELS, learning_rate_schedule
 from fmnist_lib.config import PROJECT_ROOT, Profile, profile_named
 from fmnist_lib.data import IDX_FILES, load_fashion_mnist
-from fmnist_lib.training import predictions, reuse_or_train, train, training_run
+from fmnist_lib.training import (
+    predictions,
+    recorded_scores,
+    reuse_or_train,
+    train,
+    training_run,
+)
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 CLASS_METRICS = 10
@@ -447,4 +453,39 @@ def test_predictions_of_a_run_that_recorded_none_are_computed_once_and_recorded(
     found = predictions("rf", TINY)
     np.testing.assert_array_equal(found["test"], result.evaluation.y_pred)
     np.testing.assert_array_equal(tracking.load_predictions(result.run_id)["test"], found["test"])
+    assert len(tracking.find_runs("tiny", "rf")) == 1  # reloaded, not trained again
+
+
+@pytest.mark.slow
+def test_an_svm_run_records_its_vote_shares_for_later_votes(store):
+    result = train("svm", profile=TINY)
+    data = load_fashion_mnist().for_profile(TINY)
+    assert result.evaluation.log_loss is None  # vote shares are not probabilities
+    recorded = recorded_scores("svm", TINY)
+    assert recorded.run_id == result.run_id and recorded.fit_time == pytest.approx(result.fit_time)
+    for split, images in (("validation", data.x_val), ("test", data.x_test)):
+        shares = recorded.scores[split]
+        assert shares.shape == (len(images), 10)
+        np.testing.assert_allclose(shares.sum(axis=1), 1, atol=1e-6)
+        # What the run recorded is what the served model answers, and SVC.predict's answer.
+        np.testing.assert_allclose(shares, result.classifier.predict_proba(images), atol=1e-6)
+    np.testing.assert_array_equal(recorded.scores["test"].argmax(axis=1), result.evaluation.y_pred)
+    np.testing.assert_array_equal(
+        result.evaluation.y_pred, result.model.predict(data.sklearn("test")[0])
+    )
+
+
+@pytest.mark.slow
+def test_scores_of_a_run_that_recorded_none_are_computed_once_and_recorded(store):
+    result = train("rf", profile=TINY)
+    files = (store / "mlartifacts").rglob(tracking.SCORES_FILE)
+    next(path for path in files if result.run_id in str(path)).unlink()
+    with pytest.raises(tracking.MissingRunError):
+        tracking.load_scores(result.run_id)
+    found = recorded_scores("rf", TINY)
+    assert found.run_id == result.run_id
+    np.testing.assert_allclose(found.scores["test"], result.scores["test"], atol=1e-6)
+    np.testing.assert_allclose(
+        tracking.load_scores(result.run_id)["validation"], result.scores["validation"], atol=1e-6
+    )
     assert len(tracking.find_runs("tiny", "rf")) == 1  # reloaded, not trained again
