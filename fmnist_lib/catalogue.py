@@ -2,7 +2,7 @@
 and how to tell whether a fitted model is that model as the course defines it.
 
 The chapters write their own `keras.Sequential([...])` and `make_pipeline(...)`; this catalogue
-is what the command line (``python -m fmnist_lib train NAME``), chapters 7 and 8 and the tests
+is what the command line (``python -m fmnist_lib train NAME``), chapter 8 and the tests
 build, and what a chapter's run is compared with: a run is tagged ``variant=default`` only when it
 trained exactly the catalogue's model with the catalogue's settings, so that a student's edit
 never replaces the course's reference figures.

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from chromium import HAVE_CHROMIUM, MISSING, launched
 
+from fmnist_lib import tracking
 from fmnist_lib.config import profile_named
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,6 +241,16 @@ def test_custom_images_chapter_shows_computed_numbers(built_book):
     assert re.search(r"The threshold chosen on validation is 0\.\d\d", text)
     assert "not biased" not in text and "re-renderings of test images" in text
     assert "Failed to format" not in text and "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_each_course_network_is_trained_once_by_its_chapter_and_recognised(built_book):
+    """Chapters 4 and 7 write and fit their networks; each run is recognised as the
+    catalogue's model, so that chapters 7 and 8 reload it rather than train it again."""
+    for name in ("cnn", "cnn-no-dropout", "cnn-aug", "cnn-bn"):
+        runs = tracking.find_runs("quick", name)
+        assert len(runs) == 1, f"{name}: {len(runs)} runs"
+        assert runs.iloc[0]["tags.variant"] == "default", name
 
 
 @pytest.mark.slow
