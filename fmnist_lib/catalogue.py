@@ -159,7 +159,7 @@ def learning_rate_schedule(params: dict, n_images: int):
         # Decays to zero over the whole run: large steps early, fine ones at the end.
         return keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     if params["schedule"] == "warmup-cosine":
-        # Rises from 0 over the first two epochs (a twentieth of the run at most), while batch
+        # Rises from 0 over a twentieth of the run (two epochs at most), while batch
         # normalisation's statistics settle; then the same cosine decay.
         warmup = min(2 * -(-n_images // params["batch_size"]), steps // 20)
         return keras.optimizers.schedules.CosineDecay(

@@ -34,7 +34,7 @@ TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
 BUDGETS = {
     "quick": {"train_size": 1000, "epochs": 2, "val_size": 1000},
-    "full": {"train_size": 10000, "epochs": 4, "val_size": None},  # 6 trials: ~2 minutes
+    "full": {"train_size": 10000, "epochs": 4, "val_size": None},  # 5 trials: ~2 minutes
 }
 FILTERS = {"16-32": (16, 32), "32-64": (32, 64), "48-96": (48, 96)}
 # A running trial writes a heartbeat this often; one silent for GRACE_SECONDS is a dead worker's.
