@@ -424,21 +424,19 @@ def recorded_scores(name: str, profile: Profile | None = None) -> RecordedScores
 def _reload(spec, run, model_uri, params, data) -> TrainingResult:
     classifier = serving.load(model_uri)
 
-    scores = {}
+    scores, scored = {}, {}
     for split, name in (("val", "validation"), ("test", "test")):
-        proba = classifier.predict_proba(data.split(split)[0])
+        images, labels = data.split(split)
+        proba = classifier.predict_proba(images)
         scores[name] = proba / proba.sum(axis=1, keepdims=True)  # float32 rows, in float64
-
-    def scored(split):
-        labels = data.split("val" if split == "validation" else split)[1]
         # An SVM's vote shares are not probabilities: no log-loss, as when it was trained.
-        kept = scores[split] if classifier.has_probabilities else None
-        return evaluate(labels, scores[split].argmax(axis=1), data.class_names, kept)
+        kept = scores[name] if classifier.has_probabilities else None
+        scored[name] = evaluate(labels, scores[name].argmax(axis=1), data.class_names, kept)
 
     history = tracking.load_history(run["run_id"]) if spec.family == "keras" else None
     return TrainingResult(
-        spec.name, classifier, run["run_id"], model_uri, params, scored("test"),
-        scored("validation"), history, float(run["metrics.fit_time_s"]),
+        spec.name, classifier, run["run_id"], model_uri, params, scored["test"],
+        scored["validation"], history, float(run["metrics.fit_time_s"]),
         float(run["metrics.predict_time_s"]), len(data.y_test), scores,
     )  # fmt: skip
 
