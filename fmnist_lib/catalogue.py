@@ -98,13 +98,18 @@ MODELS = {
         ModelSpec("svm-hog", "sklearn", models.build_svm_hog, "SVM (RBF) on HOG features"),
         ModelSpec("rf", "sklearn", models.build_random_forest, "Random Forest on the pixels"),
         ModelSpec("dense", "keras", models.build_dense, "Dense network, two hidden layers"),
-        ModelSpec("cnn", "keras", models.build_dropout_cnn, "CNN with dropout"),
+        # The CNNs train in bfloat16 where the CPU computes it natively ("auto"), about
+        # twice as fast on such a CPU; elsewhere in float32, the same network either way.
+        ModelSpec(
+            "cnn", "keras", models.build_dropout_cnn, "CNN with dropout", {}, {"precision": "auto"}
+        ),
         ModelSpec(
             "cnn-no-dropout",
             "keras",
             models.build_dropout_cnn,
             "The same CNN without dropout",
             {"conv_dropout": 0.0, "dense_dropout": 0.0},
+            {"precision": "auto"},
         ),
         # Chapter 7. Light changes only (shifts of up to 2 pixels, mirror images): zoom,
         # rotation and erasing cost CPU and need far longer runs than the course's to pay off.
@@ -114,6 +119,7 @@ MODELS = {
             models.build_augmented_cnn,
             "The CNN with dropout, trained on shifted and mirrored images",
             {"translate": 0.07, "zoom": 0.0, "rotation": 0.0, "erasing": 0.0},
+            {"precision": "auto"},
         ),
         # A recipe from the speed-training literature (airbench, "How to train your ResNet"):
         # batch normalisation, a short warm-up, AdamW, label smoothing, an average of the

@@ -224,7 +224,7 @@ def build_logistic_regression(C=1.0, seed=SEED):
     )
 
 
-def build_random_forest(n_estimators=300, max_features="sqrt", seed=SEED):
+def build_random_forest(n_estimators=100, max_features="sqrt", seed=SEED):
     """A forest of decision trees on raw pixels, each tree grown on a bootstrap sample."""
     return make_pipeline(
         RandomForestClassifier(
@@ -275,7 +275,8 @@ def build_dropout_cnn(filters=(32, 64), dense_units=128, conv_dropout=0.25, dens
             layers.Flatten(),
             layers.Dense(dense_units, activation="relu"),
             layers.Dropout(dense_dropout),
-            layers.Dense(N_CLASSES, activation="softmax"),
+            # Probabilities in 32-bit floats when the rest computes in bfloat16
+            layers.Dense(N_CLASSES, activation="softmax", dtype="float32"),
         ],
         name="dropout_cnn",
     )
@@ -305,11 +306,13 @@ def build_augmented_cnn(
     filters=(32, 64), dense_units=128, conv_dropout=0.25, dense_dropout=0.5,
     translate=0.1, zoom=0.1, rotation=0.03, flip=True, erasing=0.25,
 ):  # fmt: skip
-    """Chapter 4's dropout CNN, with the augmentation layers in front of it."""
+    """Chapter 4's dropout CNN, with the augmentation layers in front of it (which change the
+    images in 32-bit floats whatever precision the CNN computes in)."""
     from keras import Input, Sequential
 
     cnn = build_dropout_cnn(filters, dense_units, conv_dropout, dense_dropout)
-    augment = augmentation_layers(translate, zoom, rotation, flip, erasing)
+    with computing_in("float32"):
+        augment = augmentation_layers(translate, zoom, rotation, flip, erasing)
     return Sequential([Input(shape=INPUT_SHAPE), *augment, *cnn.layers], name="augmented_cnn")
 
 

@@ -266,7 +266,7 @@ def feature_maps(model, image: np.ndarray, layer: int = 0, n: int = 16) -> Figur
     import keras
 
     probe = keras.Model(model.inputs[0], model.layers[layer].output)
-    maps = np.asarray(probe(image[np.newaxis]))[0]
+    maps = np.asarray(probe(image[np.newaxis]), dtype=np.float32)[0]  # bfloat16 too
     n = min(n, maps.shape[-1])
     fig, axes = plt.subplots(2, n // 2 + 1, figsize=(1.3 * (n // 2 + 1), 2.9))
     axes[0, 0].imshow(image[..., 0], cmap="gray")

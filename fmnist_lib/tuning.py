@@ -193,6 +193,10 @@ def _objective(settings: Settings, data):
     import mlflow
     import optuna
 
+    from .catalogue import MODELS, fit_precision
+
+    precision = fit_precision(MODELS["cnn"].fit_params)  # a trial fits as the CNN it tunes
+
     class Pruner(keras.callbacks.Callback):
         """Reports each epoch's validation accuracy to Optuna; stops a trial worth pruning."""
 
@@ -211,6 +215,7 @@ def _objective(settings: Settings, data):
             "model": TUNED_MODEL,
             "profile": settings.profile,
             "optuna.trial": str(trial.number),
+            "precision": precision,
         }
         # Where the trial runs, then its run: what `_dead_trial` needs if this worker dies. In
         # this order, whoever sees the run id (another worker, a test) also sees the worker.
@@ -223,11 +228,12 @@ def _objective(settings: Settings, data):
             mlflow.log_params({**params, "epochs": settings.epochs, "train_size": train_size})
             seed = SEED + trial.number  # each trial its own draw
             keras.utils.set_random_seed(seed)
-            model = models.build_dropout_cnn(
-                FILTERS[params["filters"]],
-                conv_dropout=params["conv_dropout"],
-                dense_dropout=params["dense_dropout"],
-            )
+            with models.computing_in(precision):  # as chapter 4's CNN trains
+                model = models.build_dropout_cnn(
+                    FILTERS[params["filters"]],
+                    conv_dropout=params["conv_dropout"],
+                    dense_dropout=params["dense_dropout"],
+                )
             fit = {**params, "epochs": settings.epochs, "schedule": "cosine"}
             pruner = Pruner(trial)
             history = fit_keras(
