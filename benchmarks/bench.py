@@ -199,7 +199,10 @@ def _keras_epoch(spec, params, data, path: str):
 
     from fmnist_lib.training import fit_keras
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bfloat16" in path else "float32")
+    precision = "mixed_bfloat16" if "bfloat16" in path else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    if "precision" in params:  # the catalogue's "auto" would choose for the CPU instead
+        params = {**params, "precision": precision}
     try:
         keras.utils.set_random_seed(SEED)
         model = spec.build(params)

@@ -372,6 +372,24 @@ def reuse_or_train(
     return train(name, profile, verbose=verbose, seed=seed, **overrides)
 
 
+def trained(name: str, profile: Profile | None = None) -> TrainingResult:
+    """The newest run of the course's model ``name`` (trained by its chapter, or by ``python -m
+    fmnist_lib train``), reloaded from MLflow and scored on the validation and test sets; never
+    trained here: a later chapter builds on an earlier one's model. No such run is an error
+    that says how to make one."""
+    spec = spec_named(name)
+    profile = profile or get_profile()
+    run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
+    uri = tracking.serving_model_uri(run)
+    if uri is None:
+        raise tracking.MissingRunError(
+            f"The newest run of {name} ({run['run_id']}) has no model to reload: train it "
+            f"again (`python -m fmnist_lib train {name} --profile {profile.name}`)."
+        )
+    data = load_fashion_mnist().for_profile(profile)
+    return _reload(spec, run, uri, spec.default_params(profile), data)
+
+
 def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarray]:
     """The class ids that the newest run of the course's model ``name`` predicted for the
     ``validation`` and ``test`` images, as that run recorded them, for paired comparisons across

@@ -18,9 +18,11 @@ worker then runs.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -28,7 +30,6 @@ import pandas as pd
 from . import _compat, models, tracking
 from .config import PROJECT_ROOT, SEED, Profile, get_profile
 from .data import load_fashion_mnist
-from .training import fit_keras
 
 TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
@@ -188,63 +189,104 @@ def load_study(name: str, storage: str | None = None):
     return study
 
 
-def _objective(settings: Settings, data):
-    import keras
+def trial_data(study):
+    """The images every trial of ``study`` trains and is validated on: a sample of the
+    training images and the validation set (or a sample of it), the same for every worker."""
+    settings = Settings(**study.user_attrs["settings"])
+    return load_fashion_mnist().subset(settings.train_size, None, val_size=settings.val_size)
+
+
+def trial_precision() -> str:
+    """The precision a trial fits in: the one chapter 4's CNN, the network searched, fits in."""
+    from .catalogue import MODELS, fit_precision
+
+    return fit_precision(MODELS["cnn"].fit_params)
+
+
+@contextmanager
+def trial_run(trial):
+    """The MLflow run of one trial, nested under its study's run, with the settings the trial
+    has drawn, its validation accuracy at each epoch (`tracking.epoch_logger`) and its best.
+    A trial pruned inside (``optuna.TrialPruned``) ends a finished run tagged ``pruned``,
+    then is reported to Optuna as pruned; any other error fails the run."""
     import mlflow
     import optuna
 
-    from .catalogue import MODELS, fit_precision
+    settings = Settings(**trial.study.user_attrs["settings"])
+    tags = {
+        "model": TUNED_MODEL,
+        "profile": settings.profile,
+        "optuna.trial": str(trial.number),
+        "precision": trial_precision(),
+    }
+    # Where the trial runs, then its run: what `_dead_trial` needs if this worker dies. In this
+    # order, whoever sees the run id (another worker, a test) also sees the worker.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    tracking.use_experiment()
+    with mlflow.start_run(
+        run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
+    ) as run:
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        mlflow.log_params(
+            {**trial.params, "epochs": settings.epochs, "train_size": settings.train_size}
+        )
+        state = "complete"
+        try:
+            yield run
+        except optuna.TrialPruned:
+            state = "pruned"
+        client = mlflow.MlflowClient(tracking.tracking_uri())
+        epochs = client.get_metric_history(run.info.run_id, "val_accuracy")
+        if epochs:
+            mlflow.log_metric("best_val_accuracy", max(m.value for m in epochs))
+        mlflow.set_tag("optuna.state", state)
+    if state == "pruned":  # outside the run: a pruned trial is a finished run, not a failed one
+        raise optuna.TrialPruned()
 
-    precision = fit_precision(MODELS["cnn"].fit_params)  # a trial fits as the CNN it tunes
 
-    class Pruner(keras.callbacks.Callback):
-        """Reports each epoch's validation accuracy to Optuna; stops a trial worth pruning."""
+def _objective(settings: Settings, data):
+    """The objective the command line's workers run: the same as chapter 8's `objective`
+    (a test checks that both give a trial the same validation accuracies)."""
+    import keras
+    import optuna
 
+    x_train, y_train = data.keras("train")
+    val_data = data.keras("val")
+    precision = trial_precision()
+
+    class Pruning(keras.callbacks.Callback):
         def __init__(self, trial):
             super().__init__()
-            self.trial, self.pruned = trial, False
+            self.trial = trial
 
         def on_epoch_end(self, epoch, logs=None):
             self.trial.report(float(logs["val_accuracy"]), epoch)
             if self.trial.should_prune():
-                self.pruned = self.model.stop_training = True
+                raise optuna.TrialPruned()
 
     def objective(trial) -> float:
         params = suggest(trial)
-        tags = {
-            "model": TUNED_MODEL,
-            "profile": settings.profile,
-            "optuna.trial": str(trial.number),
-            "precision": precision,
-        }
-        # Where the trial runs, then its run: what `_dead_trial` needs if this worker dies. In
-        # this order, whoever sees the run id (another worker, a test) also sees the worker.
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        with mlflow.start_run(
-            run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
-        ) as run:
-            trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            train_size = len(data.y_train)
-            mlflow.log_params({**params, "epochs": settings.epochs, "train_size": train_size})
-            seed = SEED + trial.number  # each trial its own draw
-            keras.utils.set_random_seed(seed)
-            with models.computing_in(precision):  # as chapter 4's CNN trains
+        with trial_run(trial):
+            keras.utils.set_random_seed(SEED + trial.number)  # each trial its own draw
+            with models.computing_in(precision):
                 model = models.build_dropout_cnn(
                     FILTERS[params["filters"]],
                     conv_dropout=params["conv_dropout"],
                     dense_dropout=params["dense_dropout"],
                 )
-            fit = {**params, "epochs": settings.epochs, "schedule": "cosine"}
-            pruner = Pruner(trial)
-            history = fit_keras(
-                model, fit, data, callbacks=[tracking.epoch_logger(), pruner], seed=seed
+            steps = settings.epochs * math.ceil(len(y_train) / params["batch_size"])
+            rate = keras.optimizers.schedules.CosineDecay(params["learning_rate"], steps)
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate=rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
             )
-            best = max(float(v) for v in history.history["val_accuracy"])
-            mlflow.log_metric("best_val_accuracy", best)
-            mlflow.set_tag("optuna.state", "pruned" if pruner.pruned else "complete")
-        if pruner.pruned:  # outside the run: a pruned trial is a finished run, not a failed one
-            raise optuna.TrialPruned()
-        return best
+            history = model.fit(
+                x_train, y_train, batch_size=params["batch_size"], epochs=settings.epochs,
+                validation_data=val_data, verbose=0,
+                callbacks=[tracking.epoch_logger(), Pruning(trial)],
+            )  # fmt: skip
+            return max(history.history["val_accuracy"])
 
     return objective
 
@@ -269,10 +311,9 @@ def run_trials(
 
     study = load_study(name, storage)
     settings = Settings(**study.user_attrs["settings"])
-    data = load_fashion_mnist().subset(settings.train_size, None, val_size=settings.val_size)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracking.use_experiment()
-    objective = _objective(settings, data)
+    objective = _objective(settings, trial_data(study))
     if until is None:
         study.optimize(objective, n_trials=n_trials)
         return study
@@ -297,7 +338,7 @@ def run_trials(
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial: state, validation accuracy (a pruned trial's best epoch), epochs
+    """One row per trial: state, validation accuracy (a pruned trial's last epoch), epochs
     trained, seconds and hyperparameters; Optuna's own `trials_dataframe`, renamed."""
     table = study.trials_dataframe(
         attrs=("number", "state", "value", "duration", "params", "intermediate_values")

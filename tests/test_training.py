@@ -279,13 +279,15 @@ def test_chapter_7_settings_compile_adamw_label_smoothing_and_weight_averaging()
     assert model.loss == "sparse_categorical_crossentropy"
 
 
-def test_the_deeper_cnn_is_the_same_model_in_either_precision():
+@pytest.mark.parametrize("name", ["cnn", "cnn-no-dropout", "cnn-aug", "cnn-bn"])
+def test_each_cnn_is_the_same_model_in_either_precision(name):
     """Precision is how a CPU fits the network, not what the network is: the catalogue's
-    settings, and `is_default`'s answer, are the same on a bfloat16 CPU and on an AVX2 one."""
+    settings, and `is_default`'s answer, are the same on a bfloat16 CPU and on an AVX2 one. The
+    probabilities come out in float32 either way, and augmentation computes in float32."""
     from fmnist_lib.catalogue import compile_keras, fit_precision, is_default
 
     profile = profile_named("quick")
-    spec = MODELS["cnn-bn"]
+    spec = MODELS[name]
     params = spec.default_params(profile)
     assert params["precision"] == "auto" and "precision" not in spec.build_params
     assert fit_precision(params) == models.fast_precision()
@@ -293,8 +295,14 @@ def test_the_deeper_cnn_is_the_same_model_in_either_precision():
     for precision in ("float32", "mixed_bfloat16"):
         model = spec.build({**params, "precision": precision})
         assert models.precision_of(model) == precision
+        assert model.layers[-1].dtype_policy.name == "float32"
+        for layer in model.layers:
+            if layer.__class__.__name__.startswith("Random"):
+                assert layer.dtype_policy.name == "float32", layer.name
         compile_keras(model, params, 2000)
-        answers[precision] = is_default("cnn-bn", model, profile, 2000, 256, params["epochs"])
+        answers[precision] = is_default(
+            name, model, profile, 2000, params["batch_size"], params["epochs"]
+        )
     assert answers == {"float32": True, "mixed_bfloat16": True}
     with pytest.raises(ValueError, match="precision must be"):
         fit_precision({"precision": "float16"})

@@ -121,3 +121,92 @@ def test_passwords_stay_out_of_the_logs():
     url = "postgresql://course:s3cret@db.example.org/optuna"
     assert tuning._redact(url) == "postgresql://course:***@db.example.org/optuna"
     assert tuning._redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
+
+
+def _chapter_8_objective(study):
+    """Chapter 8's `Pruning` and `objective`, taken from its cells and defined on ``study``'s
+    sample of images, with nothing else from the chapter."""
+    import ast
+    import math
+    from pathlib import Path
+
+    import jupytext
+    import keras
+    import optuna
+
+    from fmnist_lib import models
+    from fmnist_lib.config import SEED
+
+    chapter = Path(__file__).resolve().parent.parent / "book" / "08_ensembles.md"
+    sample = tuning.trial_data(study)
+    x_trial, y_trial = sample.keras("train")
+    namespace = {
+        "keras": keras, "optuna": optuna, "math": math, "models": models, "tuning": tuning,
+        "tracking": tracking, "SEED": SEED, "sample": sample, "x_trial": x_trial,
+        "y_trial": y_trial, "precision": tuning.trial_precision(),
+        "settings": tuning.Settings(**study.user_attrs["settings"]),
+    }  # fmt: skip
+    for cell in jupytext.read(chapter).cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        defs = [
+            node for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.ClassDef)
+            and node.name in ("Pruning", "objective")
+        ]  # fmt: skip
+        if defs:
+            exec(compile(ast.Module(defs, type_ignores=[]), str(chapter), "exec"), namespace)
+    assert "objective" in namespace and "Pruning" in namespace, "chapter 8 lost its objective"
+    return namespace["objective"]
+
+
+@pytest.mark.slow
+def test_chapter_8_objective_is_the_one_the_workers_run(stores):
+    """The chapter writes its objective; the command line's workers run the library's. Given
+    the same settings (the course's, then others queued in both studies), both search the same
+    space and give each trial the same validation accuracy, epoch by epoch."""
+    quick = profile_named("quick")
+    other = {
+        "learning_rate": 0.003, "batch_size": 64, "filters": "16-32",
+        "conv_dropout": 0.1, "dense_dropout": 0.3,
+    }  # fmt: skip
+    in_chapter = tuning.create_study("chapter", quick)
+    in_chapter.enqueue_trial(other)
+    in_chapter.optimize(_chapter_8_objective(in_chapter), n_trials=2)
+    tuning.create_study("workers", quick).enqueue_trial(other)
+    by_workers = tuning.run_trials("workers", 2)
+    for mine, theirs in zip(in_chapter.trials, by_workers.trials, strict=True):
+        assert mine.state.name == theirs.state.name == "COMPLETE"
+        assert mine.params == theirs.params
+        assert mine.distributions == theirs.distributions
+        assert mine.intermediate_values == pytest.approx(theirs.intermediate_values, abs=1e-6)
+        assert mine.value == pytest.approx(theirs.value, abs=1e-6)
+    assert in_chapter.trials[0].params == tuning.course_settings(quick)
+    assert in_chapter.trials[1].params == other
+    runs = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])
+    trials = runs[runs["tags.optuna.trial"].notna()]
+    assert len(trials) == 4 and (trials["status"] == "FINISHED").all()
+    assert set(trials["tags.optuna.state"]) == {"complete"}
+    assert trials["metrics.best_val_accuracy"].notna().all()
+
+
+@pytest.mark.slow
+def test_a_trial_the_chapter_prunes_ends_a_finished_run_tagged_pruned(stores):
+    import optuna
+
+    tuning.create_study("pruned", profile_named("quick"))
+    # Any accuracy is below 1.1: the first epoch's report prunes the trial.
+    study = optuna.load_study(
+        study_name="pruned",
+        storage=tuning.storage_url(),
+        pruner=optuna.pruners.ThresholdPruner(1.1),
+    )
+    study.optimize(_chapter_8_objective(study), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state.name == "PRUNED" and list(trial.intermediate_values) == [0]
+    runs = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT_NAME])
+    (run,) = [row for _, row in runs.iterrows() if row.get("tags.optuna.trial") == "0"]
+    assert run["status"] == "FINISHED" and run["tags.optuna.state"] == "pruned"
+    assert run["metrics.best_val_accuracy"] == pytest.approx(trial.intermediate_values[0])
+    assert tuning.trials_table(study).loc[0, "state"] == "pruned"
