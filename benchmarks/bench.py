@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(SECTIONS),
         help=f"comma-separated, among {', '.join(SECTIONS)} (default: all)",
     )
-    parser.add_argument("--model", help="model URI (default: models:/fashion-mnist@champion)")
+    parser.add_argument("--model", help="model URI (default: the registry's champion)")
     parser.add_argument(
         "--families",
         default="dense,cnn,rf,svm",

@@ -14,6 +14,7 @@ import sys
 
 from .config import ConfigError, profile_named
 from .data import DatasetError
+from .registry import CHAMPION_URI
 
 
 def parse_value(text: str):
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "GET /ping), with as many worker processes as you ask for.",
     )
     serve_parser.add_argument(
-        "model", nargs="?", default="models:/fashion-mnist@champion",
+        "model", nargs="?", default=CHAMPION_URI,
         help="a model folder or a models:/ or runs:/ URI (default: the champion)",
     )  # fmt: skip
     serve_parser.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")

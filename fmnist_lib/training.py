@@ -37,7 +37,7 @@ from .data import CLASS_NAMES, IDX_FILES, FashionMNIST, load_fashion_mnist
 from .evaluation import Evaluation, calibrate, evaluate
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class TrainingResult:
     """What one fit produced. ``classifier`` predicts with it (`serving.Classifier`: for a
     reloaded run, the logged artifact, served through ONNX for a network); ``history`` (one row
@@ -279,10 +279,19 @@ class TrainingRun:
         tracking.log_scores(class_scores)
         _log_artifacts(self.name, self.data, evaluation, history)
         self.result = TrainingResult(
-            self.name, serving.Classifier.from_model(model, family, calibration),
-            self.run.info.run_id, logged.model_uri, params, evaluation, validation, history,
-            fit_time, predict_time, len(evaluation.y_true), class_scores,
-        )  # fmt: skip
+            name=self.name,
+            classifier=serving.Classifier.from_model(model, family, calibration),
+            run_id=self.run.info.run_id,
+            model_uri=logged.model_uri,
+            params=params,
+            evaluation=evaluation,
+            validation=validation,
+            history=history,
+            fit_time=fit_time,
+            predict_time=predict_time,
+            n_test=len(evaluation.y_true),
+            scores=class_scores,
+        )
         return self.result
 
 
@@ -453,10 +462,19 @@ def _reload(spec, run, model_uri, params, data) -> TrainingResult:
 
     history = tracking.load_history(run["run_id"]) if spec.family == "keras" else None
     return TrainingResult(
-        spec.name, classifier, run["run_id"], model_uri, params, scored["test"],
-        scored["validation"], history, float(run["metrics.fit_time_s"]),
-        float(run["metrics.predict_time_s"]), len(data.y_test), scores,
-    )  # fmt: skip
+        name=spec.name,
+        classifier=classifier,
+        run_id=run["run_id"],
+        model_uri=model_uri,
+        params=params,
+        evaluation=scored["test"],
+        validation=scored["validation"],
+        history=history,
+        fit_time=float(run["metrics.fit_time_s"]),
+        predict_time=float(run["metrics.predict_time_s"]),
+        n_test=len(data.y_test),
+        scores=scores,
+    )
 
 
 def fit_keras(

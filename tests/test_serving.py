@@ -198,8 +198,11 @@ def test_the_api_server_socket_turns_on_tcp_nodelay_for_every_connection():
             server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
             port = sock.getsockname()[1]
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-            while not seen:
+            for _ in range(1000):  # 10 s at most
+                if seen:
+                    break
                 await asyncio.sleep(0.01)
+            assert seen, "the server never accepted the connection"
             writer.close()
             server.close()
             await server.wait_closed()

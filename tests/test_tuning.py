@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import mlflow
 import pytest
@@ -73,14 +72,18 @@ def test_two_workers_share_one_study_and_log_every_trial(stores):
     assert len(again.trials) == 2
 
 
-# Each worker waits for a common start time, then asks for trials as fast as it can.
+# Each worker says it is ready, waits for the go on its stdin, then asks for trials as fast as
+# it can, and prints when it asked its first and its last.
 _ASKER = """
 import sys, time, optuna
 from fmnist_lib import tuning
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name="queue", storage=tuning._storage(sys.argv[1]))
-time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
-print(" ".join(str(study.ask().number) for _ in range(8)))
+print("ready", flush=True)
+sys.stdin.readline()
+first = time.monotonic()
+numbers = [study.ask().number for _ in range(8)]
+print(first, time.monotonic(), *numbers)
 """
 
 
@@ -94,19 +97,32 @@ def test_workers_racing_for_queued_trials_never_get_the_same_one(tmp_path):
     study = optuna.create_study(study_name="queue", storage=tuning._storage(url))
     for x in range(24):
         study.enqueue_trial({"x": float(x)})
-    start = time.time() + 5  # after every worker has imported Optuna
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", _ASKER, url, str(start)], stdout=subprocess.PIPE, text=True
-        )
+            [sys.executable, "-c", _ASKER, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for _ in range(4)
     ]
-    numbers = []
+    for worker in workers:  # a barrier: every worker has loaded the study
+        assert worker.stdout.readline() == "ready\n"
+    for worker in workers:
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    numbers, spans = [], []
     for worker in workers:
         out, _ = worker.communicate(timeout=120)
         assert worker.returncode == 0
-        numbers += [int(n) for n in out.split()]
+        first, last, *asked = out.split()
+        spans.append((float(first), float(last)))
+        numbers += [int(n) for n in asked]
     assert sorted(numbers) == list(range(32))  # 24 queued ones once each, then 8 new ones
+    # The race took place: some two workers were asking at the same time.
+    assert any(a[0] < b[1] and b[0] < a[1] for k, a in enumerate(spans) for b in spans[k + 1 :]), (
+        spans
+    )
 
 
 def test_a_worker_without_a_study_is_told_to_create_it(stores):
