@@ -18,7 +18,6 @@ worker then runs.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -250,6 +249,8 @@ def _objective(settings: Settings, data):
     import keras
     import optuna
 
+    from .catalogue import compile_keras
+
     x_train, y_train = data.keras("train")
     val_data = data.keras("val")
     precision = trial_precision()
@@ -274,13 +275,9 @@ def _objective(settings: Settings, data):
                     conv_dropout=params["conv_dropout"],
                     dense_dropout=params["dense_dropout"],
                 )
-            steps = settings.epochs * math.ceil(len(y_train) / params["batch_size"])
-            rate = keras.optimizers.schedules.CosineDecay(params["learning_rate"], steps)
-            model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate=rate),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+            # Adam with the cosine decay over the trial's epochs, as chapter 8 writes it
+            fit = {**params, "epochs": settings.epochs, "schedule": "cosine"}
+            compile_keras(model, fit, len(y_train))
             history = model.fit(
                 x_train, y_train, batch_size=params["batch_size"], epochs=settings.epochs,
                 validation_data=val_data, verbose=0,

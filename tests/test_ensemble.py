@@ -3,28 +3,13 @@ from its cells and run here on images whose answers are known."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-import jupytext
 import numpy as np
-
-CHAPTER = Path(__file__).resolve().parent.parent / "book" / "08_ensembles.md"
+from chapters import chapter_definitions
 
 
 def chapter_functions(*names: str) -> dict:
-    """The chapter's functions ``names``, defined from its code cells and nothing else."""
-    namespace = {"np": np}
-    for cell in jupytext.read(CHAPTER).cells:
-        if cell.cell_type != "code" or cell.source.lstrip().startswith(("%", "!")):
-            continue
-        tree = ast.parse(cell.source)
-        defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
-        if defs:
-            exec(compile(ast.Module(defs, type_ignores=[]), str(CHAPTER), "exec"), namespace)
-    missing = set(names) - set(namespace)
-    assert not missing, f"chapter 8 no longer defines {sorted(missing)}"
-    return namespace
+    """Chapter 8's functions ``names``, defined from its code cells and nothing else."""
+    return chapter_definitions("08_ensembles", names, {"np": np})
 
 
 def test_soft_vote_is_the_weighted_mean():

@@ -142,18 +142,15 @@ def test_passwords_stay_out_of_the_logs():
 def _chapter_8_objective(study):
     """Chapter 8's `Pruning` and `objective`, taken from its cells and defined on ``study``'s
     sample of images, with nothing else from the chapter."""
-    import ast
     import math
-    from pathlib import Path
 
-    import jupytext
     import keras
     import optuna
+    from chapters import chapter_definitions
 
     from fmnist_lib import models
     from fmnist_lib.config import SEED
 
-    chapter = Path(__file__).resolve().parent.parent / "book" / "08_ensembles.md"
     sample = tuning.trial_data(study)
     x_trial, y_trial = sample.keras("train")
     namespace = {
@@ -162,19 +159,7 @@ def _chapter_8_objective(study):
         "y_trial": y_trial, "precision": tuning.trial_precision(),
         "settings": tuning.Settings(**study.user_attrs["settings"]),
     }  # fmt: skip
-    for cell in jupytext.read(chapter).cells:
-        if cell.cell_type != "code":
-            continue
-        tree = ast.parse(cell.source)
-        defs = [
-            node for node in tree.body
-            if isinstance(node, ast.FunctionDef | ast.ClassDef)
-            and node.name in ("Pruning", "objective")
-        ]  # fmt: skip
-        if defs:
-            exec(compile(ast.Module(defs, type_ignores=[]), str(chapter), "exec"), namespace)
-    assert "objective" in namespace and "Pruning" in namespace, "chapter 8 lost its objective"
-    return namespace["objective"]
+    return chapter_definitions("08_ensembles", ("Pruning", "objective"), namespace)["objective"]
 
 
 @pytest.mark.slow
