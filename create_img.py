@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--per-class must be >= 0 and --photos between 0 and 10000")
 
     from fmnist_lib import custom_images
-    from fmnist_lib.data import DatasetError, load_fashion_mnist
+    from fmnist_lib.acquisition import DatasetError
+    from fmnist_lib.data import load_fashion_mnist
 
     try:
         data = load_fashion_mnist()
@@ -52,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         images = custom_images.generate(
-            args.out, data.x_test, data.y_test, args.per_class, args.photos, args.seed,
+            args.out,
+            data.x_test,
+            data.y_test,
+            args.per_class,
+            args.photos,
+            args.seed,
             styles=tuple(dict.fromkeys(args.style or ["plain"])),
-        )  # fmt: skip
+        )
     except OSError as err:
         print(f"error: cannot write to {args.out}: {err.strerror}", file=sys.stderr)
         return 1

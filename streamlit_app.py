@@ -18,8 +18,9 @@ from streamlit_drawable_canvas import st_canvas
 # Light imports only: MLflow and TensorFlow load in the background (see `start_loading`) while
 # the page is drawn, so that the uploader shows within a second or two of opening the app.
 from fmnist_lib import explain, plots, predictions, registry, tracking
+from fmnist_lib.acquisition import DatasetError, load_test_set
 from fmnist_lib.config import generated_dir
-from fmnist_lib.data import CLASS_NAMES, DatasetError, load_test_set
+from fmnist_lib.data import CLASS_NAMES
 
 DETAILS = 12  # images shown in full; the table lists them all
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp"]
@@ -51,9 +52,9 @@ def warm_up() -> Future:
 def _load(uri: str):
     import numpy as np
 
-    from fmnist_lib import serving
+    from fmnist_lib import artifact
 
-    classifier = serving.load(uri)
+    classifier = artifact.load(uri)
     # Trace the compiled functions now, in the background, not on the first upload.
     blank = np.zeros((1, 28, 28), dtype=np.uint8)
     classifier.predict_proba(blank)

@@ -40,10 +40,10 @@ def _median_ms(function, repeats: int) -> tuple[float, float]:
 def warm(repeats: int, model) -> list[tuple[str, float, float]]:
     import numpy as np
 
-    from fmnist_lib import custom_images, explain, predictions, preprocess, serving
-    from fmnist_lib.data import load_test_set
+    from fmnist_lib import artifact, custom_images, explain, predictions, preprocess
+    from fmnist_lib.acquisition import load_test_set
 
-    classifier = serving.load(model.uri)
+    classifier = artifact.load(model.uri)
     images, labels = load_test_set(download=False)
     photo = custom_images.render_product_photo(images[0], np.random.default_rng(0))
     inputs = {
@@ -77,7 +77,7 @@ def cold(runs: int, log_dir: Path) -> list[dict[str, float]]:
     from playwright.sync_api import sync_playwright
 
     from fmnist_lib import preprocess
-    from fmnist_lib.data import load_test_set
+    from fmnist_lib.acquisition import load_test_set
     from fmnist_lib.processes import BIN, free_port, running
 
     images = load_test_set(download=False)[0]
@@ -155,7 +155,7 @@ step("list the registered models")
 import tensorflow
 step("import TensorFlow")
 from fmnist_lib import serving
-classifier = serving.load(models[0].uri)
+classifier = artifact.load(models[0].uri)
 step("load the model from the registry")
 classifier.predict_proba(np.zeros((1, 28, 28), np.uint8))
 step("first prediction (traces the compiled function)")

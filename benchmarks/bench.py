@@ -191,13 +191,51 @@ def _epoch_timer():
     return EpochTimer()
 
 
+def _fit_pipeline(model, params: dict, data, epochs=None, callbacks=(), verbose=0, seed=SEED):
+    """Compile ``model`` (see `catalogue.compile_keras`) and train it on ``data``'s training set
+    through a `_batches` pipeline, validating after every epoch. Returns the Keras history.
+    ``epochs`` (default ``params["epochs"]``) can stop early, e.g. to time one epoch; the
+    learning-rate schedule still spans ``params["epochs"]``. ``seed`` draws the order of the
+    training images."""
+    from fmnist_lib.catalogue import compile_keras
+
+    x, y = data.keras("train")
+    compile_keras(model, params, len(x))
+    return model.fit(
+        _batches(x, y, params["batch_size"], seed=seed),
+        validation_data=_batches(*data.keras("val"), 1024, shuffle=False),
+        epochs=params["epochs"] if epochs is None else epochs,
+        shuffle=False,  # the pipeline shuffles
+        callbacks=list(callbacks),
+        verbose=verbose,
+    )
+
+
+def _batches(x, y, batch_size: int, shuffle: bool = True, seed: int = SEED):
+    """Images and labels as a `tf.data` pipeline of batches, reshuffled every epoch: TensorFlow
+    shuffles the image numbers and gathers each batch in one operation, ahead of the training
+    step."""
+    import tensorflow as tf
+
+    images, labels = tf.constant(x), tf.constant(y)
+    order = tf.data.Dataset.range(len(x))
+    if shuffle:
+        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    batches = order.batch(batch_size).map(
+        lambda i: (tf.gather(images, i), tf.gather(labels, i)),
+        # One gather at a time cannot keep up with a small network's steps.
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
 def _keras_epoch(spec, params, data, path: str):
     """Seconds of the second epoch (the first one also traces the graphs) on one path:
-    'plain' is model.fit on NumPy arrays as tutorials write it; 'library' is the course's
-    `training.fit_keras`; 'library, bfloat16' the same in mixed precision."""
+    'plain' is model.fit on NumPy arrays as tutorials (and now the chapters) write it;
+    'library' is `_fit_pipeline`, the `tf.data` pipeline the library trained with before the
+    chapters wrote their fits; 'library, bfloat16' the same in mixed precision."""
     import keras
-
-    from fmnist_lib.training import fit_keras
 
     precision = "mixed_bfloat16" if "bfloat16" in path else "float32"
     keras.mixed_precision.set_global_policy(precision)
@@ -222,7 +260,7 @@ def _keras_epoch(spec, params, data, path: str):
                 verbose=0,
             )
         else:
-            fit_keras(model, params, data, epochs=2, callbacks=[timer])
+            _fit_pipeline(model, params, data, epochs=2, callbacks=[timer])
         return timer.seconds[-1], model
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -336,12 +374,12 @@ def _studio_jpeg(image: np.ndarray) -> bytes:
 def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
     import mlflow.pyfunc
 
-    from fmnist_lib import preprocess, serving
-    from fmnist_lib.data import load_test_set
+    from fmnist_lib import artifact, preprocess, serving
+    from fmnist_lib.acquisition import load_test_set
 
     images = load_test_set()[0]
     pngs = [preprocess.encode_png(image) for image in images]
-    classifier = serving.load(model_uri)
+    classifier = artifact.load(model_uri)
     print(f"Inference: {model_uri} through {classifier.backend}")
     repeats = 30 if smoke else 3000
 
@@ -482,33 +520,46 @@ def _serve_and_load(report, url, single, batch, batch_size, workers, in_process,
         report.add("api", f"{label}, {clients} clients: errors", len(errors), "", always=True)
         if clients == 1 and workers == 1:
             report.add(
-                "api", "1 worker, 1 client: p50 spent outside the model (HTTP, JSON, server)",
-                p50 - in_process, "ms", note=f"the model's pyfunc predict: {in_process:.2f} ms",
-            )  # fmt: skip
+                "api",
+                "1 worker, 1 client: p50 spent outside the model (HTTP, JSON, server)",
+                p50 - in_process,
+                "ms",
+                note=f"the model's pyfunc predict: {in_process:.2f} ms",
+            )
         if errors:
             report.note(f"{label}, {clients} clients, first error: {errors[0]!r}")
     count, seconds = (4, 10.0) if smoke else (400, 15.0)
     latencies, errors, elapsed = _load(url, batch, 4, count, seconds)
     images = len(latencies) * batch_size / elapsed
-    report.add("api", f"{label}, 4 clients, {batch_size} images per request: images/s", images,
-               "img/s")  # fmt: skip
-    report.add("api", f"{label}, 4 clients, {batch_size} images per request: p50",
-               percentiles(latencies or [float("nan")])[0], "ms")  # fmt: skip
-    report.add("api", f"{label}, 4 clients, {batch_size} images per request: errors",
-               len(errors), "", always=True)  # fmt: skip
+    report.add(
+        "api", f"{label}, 4 clients, {batch_size} images per request: images/s", images, "img/s"
+    )
+    report.add(
+        "api",
+        f"{label}, 4 clients, {batch_size} images per request: p50",
+        percentiles(latencies or [float("nan")])[0],
+        "ms",
+    )
+    report.add(
+        "api",
+        f"{label}, 4 clients, {batch_size} images per request: errors",
+        len(errors),
+        "",
+        always=True,
+    )
     return rates, images
 
 
 def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
-    """The REST API (`serving.api_server`: MLflow's scoring app under uvicorn) with 1 and 2
+    """The REST API (`api.api_server`: MLflow's scoring app under uvicorn) with 1 and 2
     worker processes: its start, and its load from a client of threads on keep-alive
     connections, each request sent in one write, single images and batches of 64."""
     import urllib.request
 
     import mlflow.pyfunc
 
-    from fmnist_lib import preprocess, serving
-    from fmnist_lib.data import load_test_set
+    from fmnist_lib import api, preprocess, serving
+    from fmnist_lib.acquisition import load_test_set
 
     test_images = load_test_set()[0]
     encoded = [
@@ -527,13 +578,18 @@ def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
     in_process, _ = percentiles(timed(lambda: pyfunc.predict(one), 50 if smoke else 500))
     in_batch, _ = percentiles(timed(lambda: pyfunc.predict(many), 5 if smoke else 100))
     in_batch_rate = len(encoded) / (in_batch / 1000)
-    report.add("api", f"in process, {len(encoded)} images per call: images/s", in_batch_rate,
-               "img/s", note="the pyfunc model's predict, no server")  # fmt: skip
+    report.add(
+        "api",
+        f"in process, {len(encoded)} images per call: images/s",
+        in_batch_rate,
+        "img/s",
+        note="the pyfunc model's predict, no server",
+    )
     results = {}
     for workers in (1, 2):
         print(f"REST API: {model_uri} on 127.0.0.1, {workers} worker(s)")
         start = time.perf_counter()
-        with serving.api_server(model_uri, workers=workers) as url:
+        with api.api_server(model_uri, workers=workers) as url:
             pinged = time.perf_counter() - start
             request = urllib.request.Request(
                 f"{url}/invocations", single, {"Content-Type": "application/json"}
@@ -555,8 +611,13 @@ def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
         ratio = results[2][0][clients] / max(results[1][0][clients], 1e-9)
         report.add("api", f"2 workers over 1, {clients} clients: requests/s", ratio, "x")
     best = max(results[1][1], results[2][1])
-    report.add("api", "batched requests, best: images/s over in-process", best / in_batch_rate,
-               "x", note=f"in process {in_batch_rate:,.0f} images/s")  # fmt: skip
+    report.add(
+        "api",
+        "batched requests, best: images/s over in-process",
+        best / in_batch_rate,
+        "x",
+        note=f"in process {in_batch_rate:,.0f} images/s",
+    )
 
 
 # --- the course ----------------------------------------------------------------------------

@@ -144,13 +144,13 @@ def _tune(args) -> int:
 def _serve(args) -> int:
     from mlflow.exceptions import MlflowException
 
-    from . import serving
+    from . import api
 
     if args.workers < 1:
         print("error: --workers must be 1 or more", file=sys.stderr)
         return 2
     try:
-        serving.serve_api(args.model, args.host, args.port, args.workers)
+        api.serve_api(args.model, args.host, args.port, args.workers)
     except MlflowException as err:
         print(f"error: cannot load {args.model}: {err.message}", file=sys.stderr)
         return 1

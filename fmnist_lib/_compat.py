@@ -5,10 +5,13 @@ others are called where they are needed. When a pin in requirements.txt moves, c
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import warnings
 from contextlib import contextmanager
+
+import numpy as np
 
 
 def apply() -> None:
@@ -34,10 +37,13 @@ def apply() -> None:
 
 @contextmanager
 def quiet_onnx_export():
-    """tf2onnx 1.17 (through keras 3.15's `export(format="onnx")`) emits NumPy 2 deprecation
-    notices on every export. Goes when an export under `-W error` succeeds."""
+    """keras 3.15's `export(format="onnx")` goes through tf2onnx 1.17, whose NumPy 2 shim in
+    keras (``keras/src/export/tf2onnx_lib.py``) warns on every export that ``np.object`` will
+    change. Silences the warnings raised from tf2onnx's code and that shim, nothing else. Goes
+    when an export under ``-W error`` succeeds (tests/test_compat.py tries one)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", module=r"tf2onnx(\.|$)")
+        warnings.filterwarnings("ignore", module=r"keras\.src\.export\.tf2onnx_lib")
         yield
 
 
@@ -92,6 +98,96 @@ def restore_mplbackend(previous: str | None) -> None:
         os.environ.pop("MPLBACKEND", None)
     else:
         os.environ["MPLBACKEND"] = previous
+
+
+# A fitted SVM's state as libsvm keeps it; scikit-learn-intelex fills the same attributes.
+_LIBSVM_STATE = (
+    "support_vectors_ dual_coef_ _dual_coef_ intercept_ _intercept_ _probA _probB fit_status_ "
+    "shape_fit_ _gamma _sparse class_weight_ classes_ n_features_in_"
+).split()
+# libsvm's index arrays (int32), and the intelex attribute each is copied from.
+_LIBSVM_INDICES = {
+    "support_": "support_",
+    "_n_support": "_n_support",
+    "n_iter_": "n_iter_",
+    "_num_iter": "n_iter_",
+}
+
+
+def with_libsvm(model):
+    """``model`` (a pipeline or an SVM) with any scikit-learn-intelex SVM replaced by scikit-learn's
+    own with the same support vectors and coefficients: the same predictions, from a file that
+    scikit-learn alone loads. scikit-learn-intelex 2026.2 keeps its compiled model in an object
+    skops 0.16 cannot save, and libsvm's state lives in private attributes of scikit-learn 1.9's
+    SVC (the names above). Anything else is returned as it is. Goes when skops saves and loads
+    an intelex SVC (tests/test_compat.py tries it)."""
+    if hasattr(model, "steps"):
+        steps = [(name, with_libsvm(step)) for name, step in model.steps]
+        if all(new is old for (_, new), (_, old) in zip(steps, model.steps, strict=True)):
+            return model
+        portable = copy.copy(model)  # shares the fitted steps
+        portable.steps = steps
+        return portable
+    from sklearn.svm import SVC as LibsvmSVC
+
+    if not isinstance(model, LibsvmSVC) or type(model) is LibsvmSVC:
+        return model
+    names = LibsvmSVC().get_params()
+    plain = LibsvmSVC(**{k: v for k, v in model.get_params().items() if k in names})
+    for name in _LIBSVM_STATE:
+        value = getattr(model, name)
+        is_float = isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        setattr(plain, name, np.ascontiguousarray(value, np.float64) if is_float else value)
+    for name, source in _LIBSVM_INDICES.items():
+        setattr(plain, name, np.ascontiguousarray(getattr(model, source), np.int32))
+    plain._effective_probability = False
+    return plain
+
+
+def begin_immediate(engine) -> None:
+    """Make every SQLite transaction of a SQLAlchemy ``engine`` take the write lock when it
+    begins. Optuna 5.0 hands a queued trial to one worker by reading it as WAITING and then
+    marking it RUNNING, under ``SELECT ... FOR UPDATE``; SQLite ignores that lock, so two
+    workers could both read WAITING and run the same trial (the second then fails on "Cannot
+    tell a COMPLETE trial"). PostgreSQL and MySQL honour the lock and need nothing. Goes when
+    Optuna's RDB storage locks SQLite itself (tests/test_compat.py races two workers' claims)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna set up the schema lack the hooks
+
+
+def serve_model_at(folder_uri: str) -> str:
+    """Point MLflow 3.17's scoring app at a model folder, as `mlflow models serve` does before
+    it starts uvicorn: through an environment variable whose name only the private
+    ``scoring_server._SERVER_MODEL_PATH`` holds. Returns the import string of the app. Needed
+    because `mlflow models serve` cannot take our socket (see `TcpConfig`). Goes with
+    `TcpConfig`, or when MLflow makes the variable public (tests/test_compat.py reads it)."""
+    from mlflow.pyfunc import scoring_server
+
+    os.environ[scoring_server._SERVER_MODEL_PATH] = folder_uri
+    return "mlflow.pyfunc.scoring_server.app:app"
+
+
+@contextmanager
+def nbval_reading(notebook):
+    """nbval 0.11 collects only .ipynb files: ``IPyNbFile.collect`` reads its path with
+    ``nbformat.read``. Inside this block that read returns ``notebook`` (a chapter jupytext
+    parsed from MyST markdown), for the root conftest.py. Goes when nbval accepts a notebook
+    or another reader (tests/test_compat.py reads its collect)."""
+    from unittest import mock
+
+    import nbval.plugin
+
+    with mock.patch.object(nbval.plugin.nbformat, "read", return_value=notebook):
+        yield
 
 
 def __getattr__(name: str):

@@ -91,7 +91,9 @@ MODELS = {
     spec.name: spec
     for spec in [
         ModelSpec(
-            "logreg", "sklearn", models.build_logistic_regression,
+            "logreg",
+            "sklearn",
+            models.build_logistic_regression,
             "Logistic (softmax) regression on the pixels",
         ),
         ModelSpec("svm", "sklearn", models.build_svm_pixels, "SVM (RBF) on PCA of the pixels"),
@@ -134,12 +136,19 @@ MODELS = {
             # precision "auto": bfloat16 where the CPU computes it natively, else float32
             # (chapter 7 times both). A way of fitting, not part of the model: the run
             # records the one used as its ``precision`` tag.
-            {"batch_size": 256, "learning_rate": 3e-3, "schedule": "warmup-cosine",
-             "weight_decay": 5e-4, "label_smoothing": 0.1, "ema": 0.99, "precision": "auto"},
+            {
+                "batch_size": 256,
+                "learning_rate": 3e-3,
+                "schedule": "warmup-cosine",
+                "weight_decay": 5e-4,
+                "label_smoothing": 0.1,
+                "ema": 0.99,
+                "precision": "auto",
+            },
             deeper=True,
         ),
     ]
-}  # fmt: skip
+}
 
 
 def spec_named(name: str) -> ModelSpec:

@@ -69,16 +69,31 @@ def _shape(class_id: int) -> list[list[tuple[float, float]]]:
         ]
     if class_id == 7:  # Sneaker: low upper, thick sole
         return [
-            [(0.05, 0.55), (0.45, 0.45), (0.6, 0.3), (0.75, 0.3), (0.95, 0.6), (0.95, 0.72),
-             (0.05, 0.72)],
+            [
+                (0.05, 0.55),
+                (0.45, 0.45),
+                (0.6, 0.3),
+                (0.75, 0.3),
+                (0.95, 0.6),
+                (0.95, 0.72),
+                (0.05, 0.72),
+            ],
             [(0.03, 0.72), (0.97, 0.72), (0.97, 0.8), (0.03, 0.8)],
-        ]  # fmt: skip
+        ]
     if class_id == 8:  # Bag: body and handle
         return [
             [(0.15, 0.4), (0.85, 0.4), (0.9, 0.9), (0.1, 0.9)],
-            [(0.3, 0.42), (0.33, 0.12), (0.67, 0.12), (0.7, 0.42), (0.63, 0.42), (0.6, 0.2),
-             (0.4, 0.2), (0.37, 0.42)],
-        ]  # fmt: skip
+            [
+                (0.3, 0.42),
+                (0.33, 0.12),
+                (0.67, 0.12),
+                (0.7, 0.42),
+                (0.63, 0.42),
+                (0.6, 0.2),
+                (0.4, 0.2),
+                (0.37, 0.42),
+            ],
+        ]
     if class_id == 9:  # Ankle boot: shaft, foot, heel
         return [
             [(0.3, 0.1), (0.58, 0.1), (0.6, 0.5), (0.92, 0.68), (0.92, 0.85), (0.3, 0.85)],
@@ -149,8 +164,9 @@ def _fabric(rng: np.random.Generator) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(hue, saturation, value))
 
 
-def _placed_item(image: np.ndarray, rng: np.random.Generator, sizes: tuple[int, int],
-                 tilt: float) -> tuple[np.ndarray, int, int]:  # fmt: skip
+def _placed_item(
+    image: np.ndarray, rng: np.random.Generator, sizes: tuple[int, int], tilt: float
+) -> tuple[np.ndarray, int, int]:
     """The item's coverage (0-1) of a Fashion-MNIST image, enlarged and tilted, placed
     off-centre on a larger canvas; also the item's size in pixels."""
     size = 28 * int(rng.integers(*sizes))
@@ -288,9 +304,14 @@ def encode(image: Image.Image, fmt: str, quality: int = 90) -> bytes:
 
 
 def generate(
-    folder: Path, test_images: np.ndarray, test_labels: np.ndarray, per_class: int = 3,
-    photos: int = 60, seed: int = 0, styles: tuple[str, ...] = ("plain",),
-) -> list[CustomImage]:  # fmt: skip
+    folder: Path,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    per_class: int = 3,
+    photos: int = 60,
+    seed: int = 0,
+    styles: tuple[str, ...] = ("plain",),
+) -> list[CustomImage]:
     """Write ``per_class`` drawings of each class and, for each of ``styles`` (see `STYLES`),
     ``photos`` product photos of test images (an even spread over the test set, the same
     images in every style) into ``folder``, with ``labels.csv``. Plain photos alternate JPEG
@@ -333,8 +354,9 @@ def generate(
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["file", "label", "class_name", "kind", "source", "style"])
     for item, _ in items:
-        writer.writerow([item.file, item.label, item.class_name, item.kind, item.source,
-                         item.style])  # fmt: skip
+        writer.writerow(
+            [item.file, item.label, item.class_name, item.kind, item.source, item.style]
+        )
     _write_atomic(folder / LABELS_FILE, text.getvalue().encode())
     return [item for item, _ in items]
 
@@ -349,8 +371,13 @@ def read_labels(folder: Path) -> list[CustomImage]:
     """The images listed in ``folder/labels.csv``."""
     with open(Path(folder) / LABELS_FILE, newline="") as f:
         return [
-            CustomImage(row["file"], int(row["label"]), row["class_name"], row["kind"],
-                        int(row["source"]),
-                        row.get("style") or ("plain" if row["kind"] == "photo" else ""))
+            CustomImage(
+                row["file"],
+                int(row["label"]),
+                row["class_name"],
+                row["kind"],
+                int(row["source"]),
+                row.get("style") or ("plain" if row["kind"] == "photo" else ""),
+            )
             for row in csv.DictReader(f)
-        ]  # fmt: skip
+        ]

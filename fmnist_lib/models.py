@@ -7,7 +7,6 @@ float32 images in [0, 1] and outputs the 10 class probabilities.
 
 from __future__ import annotations
 
-import copy
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -176,42 +175,6 @@ def build_svm_hog(n_pixel_components=50, C=10.0, gamma_factor=2.0, seed=SEED):
     )
 
 
-# A fitted SVM's state as libsvm keeps it; scikit-learn-intelex fills the same attributes.
-_LIBSVM_STATE = (
-    "support_vectors_ dual_coef_ _dual_coef_ intercept_ _intercept_ _probA _probB fit_status_ "
-    "shape_fit_ _gamma _sparse class_weight_ classes_ n_features_in_"
-).split()
-# libsvm's index arrays (int32), and the intelex attribute each is copied from.
-_LIBSVM_INDICES = {"support_": "support_", "_n_support": "_n_support", "n_iter_": "n_iter_",
-                   "_num_iter": "n_iter_"}  # fmt: skip
-
-
-def with_libsvm(model):
-    """``model`` (a pipeline or an SVM) with any scikit-learn-intelex SVM replaced by scikit-learn's
-    own with the same support vectors and coefficients: the same predictions, from a file that
-    scikit-learn alone loads (skops cannot save intelex's compiled model). Anything else is
-    returned as it is."""
-    if hasattr(model, "steps"):
-        steps = [(name, with_libsvm(step)) for name, step in model.steps]
-        if all(new is old for (_, new), (_, old) in zip(steps, model.steps, strict=True)):
-            return model
-        portable = copy.copy(model)  # shares the fitted steps
-        portable.steps = steps
-        return portable
-    if not isinstance(model, LibsvmSVC) or type(model) is LibsvmSVC:
-        return model
-    names = LibsvmSVC().get_params()
-    plain = LibsvmSVC(**{k: v for k, v in model.get_params().items() if k in names})
-    for name in _LIBSVM_STATE:
-        value = getattr(model, name)
-        is_float = isinstance(value, np.ndarray) and value.dtype.kind == "f"
-        setattr(plain, name, np.ascontiguousarray(value, np.float64) if is_float else value)
-    for name, source in _LIBSVM_INDICES.items():
-        setattr(plain, name, np.ascontiguousarray(getattr(model, source), np.int32))
-    plain._effective_probability = False
-    return plain
-
-
 def build_logistic_regression(C=1.0, seed=SEED):
     """Softmax (multinomial logistic) regression on standardised pixels: one weight per pixel
     and class, a bias per class, and a softmax. A dense network with no hidden layer.
@@ -303,9 +266,16 @@ def augmentation_layers(translate=0.1, zoom=0.1, rotation=0.03, flip=True, erasi
 
 
 def build_augmented_cnn(
-    filters=(32, 64), dense_units=128, conv_dropout=0.25, dense_dropout=0.5,
-    translate=0.1, zoom=0.1, rotation=0.03, flip=True, erasing=0.25,
-):  # fmt: skip
+    filters=(32, 64),
+    dense_units=128,
+    conv_dropout=0.25,
+    dense_dropout=0.5,
+    translate=0.1,
+    zoom=0.1,
+    rotation=0.03,
+    flip=True,
+    erasing=0.25,
+):
     """Chapter 4's dropout CNN, with the augmentation layers in front of it (which change the
     images in 32-bit floats whatever precision the CNN computes in)."""
     from keras import Input, Sequential
@@ -350,8 +320,12 @@ def precision_of(model) -> str:
 
 def build_bn_cnn(
     filters=(32, 64, 128),
-    translate=0.07, zoom=0.0, rotation=0.0, flip=True, erasing=0.0,
-):  # fmt: skip
+    translate=0.07,
+    zoom=0.0,
+    rotation=0.0,
+    flip=True,
+    erasing=0.0,
+):
     """A deeper CNN with batch normalisation, laid out like the speed-training networks
     (airbench): per block, a 3x3 convolution, max-pooling, then batch normalisation and ReLU,
     a second 3x3 convolution, batch normalisation and ReLU; a global max-pooling and one dense
@@ -380,41 +354,6 @@ def build_bn_cnn(
         layers.Dense(N_CLASSES, activation="softmax", dtype="float32"),
     ]
     return Sequential(stack, name="bn_cnn")
-
-
-def in_float32(model):
-    """``model`` with every layer computing in 32-bit floats, its weights copied: a network
-    trained in bfloat16 predicts in float32 everywhere (the course's ONNX runtime has no
-    bfloat16 convolutions). A float32 model is returned as it is."""
-    from keras import Input, Sequential
-
-    if not isinstance(model, Sequential) or all(
-        layer.dtype_policy.name == "float32" for layer in model.layers
-    ):
-        return model
-    copies = [
-        layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-        for layer in model.layers
-    ]
-    copy = Sequential([Input(shape=model.input_shape[1:]), *copies], name=model.name)
-    for new, old in zip(copy.layers, model.layers, strict=True):
-        new.set_weights(old.get_weights())
-    return copy
-
-
-def inference_network(model):
-    """``model`` without the layers that act only in training (augmentation, dropout), sharing
-    its weights: the same predictions, and a graph that exporters such as ONNX can convert."""
-    from keras import Input, Sequential, layers
-
-    if not isinstance(model, Sequential):
-        return model
-    training_only = (
-        layers.Dropout, layers.RandomTranslation, layers.RandomFlip, layers.RandomZoom,
-        layers.RandomRotation, layers.RandomErasing,
-    )  # fmt: skip
-    kept = [layer for layer in model.layers if not isinstance(layer, training_only)]
-    return Sequential([Input(shape=model.input_shape[1:]), *kept], name=f"{model.name}_inference")
 
 
 def parameter_table(model):

@@ -436,7 +436,7 @@ def gradient_descent_paths(paths: dict[str, np.ndarray], loss) -> Figure:
 
 
 def reliability_diagram(tables: dict[str, pd.DataFrame]) -> Figure:
-    """Accuracy against confidence, one line per table of `evaluation.reliability` (bins of
+    """Accuracy against confidence, one line per table of `calibration.reliability` (bins of
     confidence with their mean confidence, accuracy and number of images). On the diagonal, a
     model is as sure as it is right; below it, over-confident."""
     fig, ax = plt.subplots(figsize=(5, 4.5))

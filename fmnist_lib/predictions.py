@@ -18,8 +18,8 @@ import pandas as pd
 from PIL import Image
 
 from . import custom_images, preprocess
+from .calibration import Calibration
 from .data import CLASS_NAMES
-from .evaluation import Calibration
 from .preprocess import ImageError
 
 PREVIEW = 256  # longest edge of the pictures kept for display

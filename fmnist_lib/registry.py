@@ -65,13 +65,6 @@ class Candidate:
         }
 
 
-def _client():
-    import mlflow
-
-    tracking.use_experiment()
-    return mlflow.MlflowClient(tracking.tracking_uri())
-
-
 def best_runs(profile: str | None = None) -> list[Candidate]:
     """The best finished run of each model trained with the course's own settings (``variant
     default``) that logged a serving artifact, by validation accuracy, for one profile or for
@@ -139,7 +132,7 @@ def _register(client, name: str, candidate: Candidate, description: str):
 def register_best(profile: str | None = None) -> pd.DataFrame:
     """Register the best run of each approach, then promote the best of them to ``champion``
     if it beats the current one. Returns what happened, one row per approach."""
-    client = _client()
+    client = tracking.client()
     rows = []
     candidates = best_runs(profile)
     for candidate in candidates:
@@ -190,14 +183,13 @@ def register_result(result) -> dict:
     """Register one recorded fit (a `training_run` result, whatever its model) as
     ``fashion-mnist-<name>``, and promote it to champion if it ranks above the current one: the
     rule of `register_best` (profile, then validation accuracy). Returns what happened."""
-    import mlflow
 
-    client = _client()
+    client = tracking.client()
     candidate = Candidate(
         model=result.name,
         run_id=result.run_id,
         model_uri=result.model_uri,
-        profile=mlflow.get_run(result.run_id).data.tags["profile"],
+        profile=client.get_run(result.run_id).data.tags["profile"],
         validation_accuracy=float(result.validation.accuracy),
         accuracy=float(result.accuracy),
     )
@@ -222,7 +214,7 @@ def no_model_message() -> str:
 
 def champion() -> dict[str, str]:
     """The champion's tags (model, run_id, profile, test_accuracy) and version."""
-    client = _client()
+    client = tracking.client()
     version = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
     if version is None:
         raise NoModelError(no_model_message())
@@ -269,9 +261,8 @@ def _registered(version, champion: bool = False) -> Registered:
 def registered_models() -> list[Registered]:
     """The champion first, then the newest version of each ``fashion-mnist-<model>``, best
     first. Empty when nothing is registered. Reads the store, changes nothing."""
-    import mlflow
 
-    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client = tracking.client()
     found = []
     top = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
     if top is not None:

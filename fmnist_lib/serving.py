@@ -1,8 +1,9 @@
-"""The serving artifact: one MLflow pyfunc model from image bytes or arrays to predictions.
+"""The served classifier: from images (file bytes, base64 text or grey arrays) to calibrated
+predictions, as an MLflow pyfunc model.
 
 `Classifier` wraps a trained model (Keras or scikit-learn) with the library's preprocessing
 and the class names. It is what every training run logs as its model, what the registry
-holds, what `mlflow models serve` answers with, and what the app is to call: one code path from
+holds, what `mlflow models serve` answers with, and what the app calls: one code path from
 bytes to probabilities.
 
 Input: a table with one column ``image``; each cell is an image file (PNG, JPEG, WebP, GIF or
@@ -15,36 +16,21 @@ chosen on the validation set: the answer is then more likely wrong than usual, "
 
 from __future__ import annotations
 
-import base64
 import copy
 import itertools
-import logging
-import tempfile
-import warnings
-from contextlib import contextmanager
-from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from . import _compat, preprocess
+from . import preprocess
+from .calibration import Calibration
 from .data import CLASS_NAMES, IMAGE_SHAPE, INPUT_SHAPE, keras_input, sklearn_input
-from .evaluation import Calibration
+from .model_files import FAMILIES, load_native, onnx_session
 from .preprocess import ImageError
 
 INPUT_COLUMN = "image"
-# Types beyond skops' safe defaults that our pipelines hold. Only files this library wrote are
-# loaded with them: our own transformers, and the trees of the random forest.
-SKOPS_TRUSTED_TYPES = [
-    "fmnist_lib.models.HogFeatures",
-    "fmnist_lib.models.Rescale",
-    "sklearn.tree._tree.Tree",
-]
-_NATIVE_FILE = {"keras": "model.keras", "sklearn": "model.skops"}
 _BATCH = 4096
-# The ONNX export may differ from Keras by float rounding only; anything more and it is not used.
-ONNX_TOLERANCE = 1e-4
 
 
 def images_frame(images) -> pd.DataFrame:
@@ -114,13 +100,27 @@ def vote_shares(pipeline, x: np.ndarray) -> np.ndarray:
     return votes / votes.sum(axis=1, keepdims=True)
 
 
+def sklearn_scores(model, x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A scikit-learn model's (n, 10) class scores for rows in its input view, and whether they
+    are probabilities: ``predict_proba``'s, or for an SVM the shares of its duels won (whose
+    largest is ``SVC.predict``'s answer), or else its answers one-hot."""
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(x), True
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVC  # sklearnex's SVC is a subclass
+
+    if isinstance(model, Pipeline) and isinstance(model[-1], SVC):
+        return vote_shares(model, x), False
+    return np.eye(len(CLASS_NAMES))[np.asarray(model.predict(x))], False
+
+
 class Classifier(mlflow.pyfunc.PythonModel):
     """A trained model with the library's preprocessing and the class names, as an MLflow
     pyfunc model. Use `from_model` in a session; MLflow calls `load_context` when it loads
     the logged artifact."""
 
     def __init__(self, family: str | None = None, calibration: Calibration | None = None):
-        if family not in (None, *_NATIVE_FILE):
+        if family not in (None, *FAMILIES):
             raise ValueError(f"family must be 'keras' or 'sklearn', not {family!r}")
         self.family = family
         # An artifact logged without a calibration (or before there was one) is always sure.
@@ -192,10 +192,7 @@ class Classifier(mlflow.pyfunc.PythonModel):
             x = keras_input(images)
             parts = [self._network(x[i : i + _BATCH]) for i in range(0, len(x), _BATCH)]
             return np.concatenate(parts).astype(np.float64)
-        x = sklearn_input(images)
-        if hasattr(self.model, "predict_proba"):
-            return self.model.predict_proba(x)
-        return vote_shares(self.model, x)
+        return sklearn_scores(self.model, sklearn_input(images))[0]
 
     def _network(self, x: np.ndarray) -> np.ndarray:
         """The network's softmax output for a float32 batch (n, 28, 28, 1)."""
@@ -227,225 +224,3 @@ class Classifier(mlflow.pyfunc.PythonModel):
         except ImageError as err:
             # A 400 with this sentence, rather than a traceback, from `mlflow models serve`.
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
-
-
-def save_native(model, family: str, folder: Path) -> Path:
-    """The model in its own library's format: a .keras file, or a skops file for sklearn."""
-    path = Path(folder) / _NATIVE_FILE[family]
-    if family == "keras":
-        model.save(path)
-    else:
-        import skops.io
-
-        from . import models
-
-        skops.io.dump(models.with_libsvm(model), path)
-    return path
-
-
-def load_native(path, family: str):
-    if family == "keras":
-        import keras
-
-        return keras.saving.load_model(path, compile=False)
-    import skops.io
-
-    return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
-
-
-def onnx_session(path):
-    """An onnxruntime session on an exported network, on the machine's cores."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.inter_op_num_threads = 1  # a chain of layers: nothing to run side by side
-    options.log_severity_level = 3  # errors only
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def export_onnx(model, folder: Path, check: np.ndarray) -> Path | None:
-    """The Keras network as ``model.onnx`` in ``folder``, if its onnxruntime predictions on
-    ``check`` ((n, 28, 28) uint8 images) match Keras's within `ONNX_TOLERANCE`; else None
-    (with a warning), and the artifact serves through TensorFlow."""
-    import tensorflow as tf
-
-    from . import models
-
-    path = Path(folder) / "model.onnx"
-    x = keras_input(check)
-    model = models.in_float32(model)  # onnxruntime has no bfloat16 convolutions
-    try:
-        expected = model(tf.constant(x), training=False).numpy()
-        network = models.inference_network(model)
-        network(tf.constant(x[:1]))  # Keras exports only a network that has been called
-        with _compat.quiet_onnx_export():
-            network.export(str(path), format="onnx", verbose=False)
-        session = onnx_session(path)
-        got = session.run(None, {session.get_inputs()[0].name: x})[0]
-        difference = float(np.abs(got - expected).max())
-    except Exception as err:  # noqa: BLE001  (any converter failure means: no ONNX)
-        reason = f"{type(err).__name__}: {err}"
-        warnings.warn(f"No ONNX export ({reason}); serving with TensorFlow.", stacklevel=2)
-        path.unlink(missing_ok=True)
-        return None
-    if difference > ONNX_TOLERANCE:
-        message = f"The ONNX export differs from Keras by {difference:.2g}: not used."
-        warnings.warn(message, stacklevel=2)
-        path.unlink()
-        return None
-    return path
-
-
-def _requirements(family: str) -> list[str]:
-    """Pinned packages the artifact needs. fmnist_lib itself is not on PyPI: serve with
-    ``--env-manager local`` from the course's environment, where it is installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = ["mlflow", "numpy", "pandas", "pillow", "scikit-learn"]
-    keras = ["tensorflow-cpu", "keras", "onnxruntime"]
-    names += keras if family == "keras" else ["scikit-image", "skops"]
-    pins = []
-    for name in names:
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            pass
-    return pins
-
-
-def log_model(
-    model, family: str, example_images: np.ndarray, name: str = "model",
-    calibration: Calibration | None = None,
-):  # fmt: skip
-    """Log ``model`` wrapped as the serving artifact in the active MLflow run. The input
-    example is two of ``example_images`` as base64 PNG, as the API receives them; the size of
-    the model file is logged as the metric ``model_size_mb``; ``calibration`` (from the
-    validation set: `evaluation.calibrate`) goes into the artifact, and is logged as the
-    metrics ``temperature`` and ``not_sure_threshold``. Returns
-    the `mlflow.models.model.ModelInfo` (its ``model_uri`` loads the artifact back)."""
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, Array, ColSpec, Schema
-
-    example = images_frame(
-        base64.b64encode(preprocess.encode_png(image)).decode("ascii")
-        for image in example_images[:2]
-    )
-    signature = ModelSignature(
-        inputs=Schema([ColSpec(AnyType(), INPUT_COLUMN)]),
-        outputs=Schema(
-            [
-                ColSpec("long", "class_id"),
-                ColSpec("string", "class_name"),
-                ColSpec(Array("double"), "probabilities"),
-                ColSpec("double", "confidence"),
-                ColSpec("boolean", "sure"),
-            ]
-        ),
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        native = save_native(model, family, Path(folder))
-        mlflow.log_metric("model_size_mb", native.stat().st_size / 2**20)
-        calibration = calibration or Calibration()
-        if calibration != Calibration():
-            mlflow.log_metrics(
-                {"temperature": calibration.temperature,
-                 "not_sure_threshold": calibration.threshold}
-            )  # fmt: skip
-        artifacts = {"model": str(native)}
-        if family == "keras":
-            onnx = export_onnx(model, Path(folder), example_images[:256])
-            if onnx is not None:
-                artifacts["onnx"] = str(onnx)
-        quiet = logging.getLogger("mlflow.pyfunc")
-        level = quiet.level
-        quiet.setLevel(logging.WARNING)  # "Validating input example": noise in a chapter
-        try:
-            with _compat.fast_pin_check():
-                return mlflow.pyfunc.log_model(
-                    name=name,
-                    python_model=Path(__file__).with_name("_serving_model.py"),
-                    model_config={
-                        "family": family,
-                        "temperature": calibration.temperature,
-                        "threshold": calibration.threshold,
-                    },
-                    artifacts=artifacts,
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=_requirements(family),
-                )
-        finally:
-            quiet.setLevel(level)
-
-
-def load(model_uri: str) -> Classifier:
-    """The `Classifier` behind a logged or registered artifact, e.g.
-    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`. MLflow warns
-    if the artifact's pinned packages differ from the installed ones (see
-    `_compat.fast_pin_check`)."""
-    from . import tracking
-
-    # The course's store, not MLflow's default (./mlflow.db in whatever folder we run in).
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    with _compat.fast_pin_check():
-        model = mlflow.pyfunc.load_model(model_uri)
-    return model.unwrap_python_model()
-
-
-def serve_api(model: str, host: str = "127.0.0.1", port: int = 5001, workers: int = 1) -> None:
-    """Serve ``model`` (a local model folder or a ``models:/`` or ``runs:/`` URI) as the REST API
-    of `mlflow models serve`: MLflow's own scoring app under uvicorn, until interrupted, with
-    ``workers`` processes (see `_compat.TcpConfig` for why not through ``mlflow models serve``)."""
-    import os
-
-    import mlflow.artifacts
-    import uvicorn
-    from mlflow.pyfunc import scoring_server
-    from mlflow.utils.file_utils import path_to_local_file_uri
-    from uvicorn.supervisors import Multiprocess
-
-    from . import tracking
-
-    folder = Path(model)
-    with tempfile.TemporaryDirectory() as scratch:
-        if not folder.is_dir():
-            mlflow.set_tracking_uri(tracking.tracking_uri())
-            folder = Path(mlflow.artifacts.download_artifacts(model, dst_path=f"{scratch}/model"))
-        # What `mlflow models serve` hands its uvicorn: the app reads the model's folder here.
-        os.environ[scoring_server._SERVER_MODEL_PATH] = path_to_local_file_uri(str(folder))
-        app = "mlflow.pyfunc.scoring_server.app:app"
-        config = _compat.TcpConfig(app, host=host, port=port, workers=workers)
-        if workers > 1:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
-        else:
-            uvicorn.Server(config).run()
-
-
-@contextmanager
-def api_server(model_uri: str, port: int | None = None, log: Path | None = None, workers: int = 1):
-    """Serve ``model_uri`` as a REST API at 127.0.0.1 (`serve_api`, in a process of its own:
-    ``python -m fmnist_lib serve``) for the length of a ``with`` block; yields its base URL once
-    it answers. The same store as the library's is used; the server's output goes to ``log``
-    (a temporary file by default).
-
-    The model's files are fetched here first and the server started on that folder: it then
-    starts about a second sooner, as it no longer opens the store itself."""
-    import sys
-
-    from . import tracking
-    from .processes import env_with, free_port, running
-
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = env_with(MLFLOW_TRACKING_URI=tracking.tracking_uri())
-    with tempfile.TemporaryDirectory() as folder:
-        import mlflow.artifacts
-
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-        local = mlflow.artifacts.download_artifacts(model_uri, dst_path=f"{folder}/model")
-        command = [sys.executable, "-m", "fmnist_lib", "serve", local, "--port", str(port)]
-        command += ["--workers", str(workers)]
-        log = log or Path(folder) / "serve.log"
-        with running(command, f"{url}/ping", log, env=env):
-            yield url

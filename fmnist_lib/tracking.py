@@ -26,6 +26,25 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
 
 
+def client():
+    """An MLflow client on the course's store: reads go through it, never through MLflow's
+    process-wide tracking URI, so a caller's store never leaks into the next caller's."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri(), registry_uri=tracking_uri())
+
+
+def download(artifact_uri: str, dst_path: str | None = None) -> str:
+    """The files of a ``runs:/``, ``models:/`` or artifact URI of the course's store, copied
+    to ``dst_path`` (a new temporary folder by default); returns the local path."""
+    import mlflow.artifacts
+
+    uri = tracking_uri()
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri, dst_path=dst_path, tracking_uri=uri, registry_uri=uri
+    )
+
+
 def _local_artifact_root(uri: str) -> str | None:
     """For a SQLite store, a folder beside the database (MLflow would otherwise put artifacts
     under the current directory, which differs between the book and the scripts)."""
@@ -35,7 +54,9 @@ def _local_artifact_root(uri: str) -> str | None:
 
 
 def use_experiment(name: str = EXPERIMENT_NAME) -> str:
-    """Point MLflow at the store and the experiment (created if needed); returns its id."""
+    """Point MLflow's fluent API at the store and the experiment (created if needed); returns
+    its id. Only writers call it, as they start a run: ``mlflow.start_run`` and Keras autolog
+    know no other store than the process-wide one. Readers use `client`."""
     import mlflow
 
     uri = tracking_uri()
@@ -93,33 +114,65 @@ def find_runs(
     profile: str | None = None, model: str | None = None, variant: str | None = None
 ) -> pd.DataFrame:
     """Finished runs of the experiment, newest first, optionally of one profile, one model and
-    one variant (``default``: trained with the course's hyperparameters; ``custom``)."""
-    import mlflow
-
-    experiment_id = use_experiment()
+    one variant (``default``: trained with the course's hyperparameters; ``custom``), as the
+    table `mlflow.search_runs` gives (read through `client`, not MLflow's global store)."""
+    reader = client()
+    experiment = reader.get_experiment_by_name(EXPERIMENT_NAME)
     filters = ["attributes.status = 'FINISHED'"]
     for key, value in (("profile", profile), ("model", model), ("variant", variant)):
         if value:
             filters.append(f"tags.{key} = '{value}'")
-    return mlflow.search_runs(
-        [experiment_id], " and ".join(filters), order_by=["attributes.start_time DESC"]
-    )
+    runs, token = [], None
+    while experiment is not None:
+        page = reader.search_runs(
+            [experiment.experiment_id],
+            " and ".join(filters),
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs += page
+        token = page.token
+        if not token:
+            break
+    return _runs_table(runs)
+
+
+def _runs_table(runs) -> pd.DataFrame:
+    """`mlflow.search_runs`'s table for a list of runs: one row per run, the run's info, then
+    ``metrics.*``, ``params.*`` and ``tags.*`` columns (None where a run has no such param or
+    tag, NaN for a metric)."""
+    info = ["run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time"]
+    rows = []
+    for run in runs:
+        row = {key: getattr(run.info, key) for key in info}
+        for key in ("start_time", "end_time"):
+            row[key] = pd.to_datetime(row[key], unit="ms", utc=True)
+        for group in ("metrics", "params", "tags"):
+            row.update({f"{group}.{k}": v for k, v in getattr(run.data, group).items()})
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=None if rows else info)
+    ordered = info + sorted(c for c in table.columns if c not in info)
+    table = table[ordered]
+    for column in table.columns:
+        if column.startswith(("params.", "tags.")):
+            table[column] = table[column].astype(object).where(table[column].notna(), None)
+    return table
 
 
 def serving_model_uri(run) -> str | None:
-    """The serving artifact (`serving.Classifier`) the run logged, as ``models:/m-...``; None
-    for a run that logged none (runs made before the artifact existed logged the bare model)."""
-    import mlflow
+    """The serving artifact (`classifier.Classifier`) the run logged, as ``models:/m-...``;
+    None for a run that logged none (runs made before the artifact existed logged the bare
+    model)."""
+    from mlflow.models import Model
 
-    logged = mlflow.search_logged_models(
-        experiment_ids=[run["experiment_id"]],
-        filter_string=f"source_run_id = '{run['run_id']}'",
-        output_format="list",
+    logged = client().search_logged_models(
+        [run["experiment_id"]], filter_string=f"source_run_id = '{run['run_id']}'"
     )
     # The newest first, should a run log its serving artifact more than once.
     for model in sorted(logged, key=lambda m: m.creation_timestamp, reverse=True):
-        flavor = mlflow.models.get_model_info(model.model_uri).flavors.get("python_function", {})
-        if "family" in flavor.get("config", {}):
+        with tempfile.TemporaryDirectory() as folder:
+            spec = Model.load(download(f"{model.artifact_location}/MLmodel", folder))
+        if "family" in spec.flavors.get("python_function", {}).get("config", {}):
             return model.model_uri
     return None
 
@@ -152,12 +205,10 @@ def latest_runs(
 
 def load_history(run_id: str) -> pd.DataFrame:
     """The per-epoch metrics of a Keras run, one row per epoch."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri())
+    reader = client()
     columns = {}
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        points = sorted(reader.get_metric_history(run_id, key), key=lambda m: m.step)
         columns[key] = [m.value for m in points]
     return pd.DataFrame(columns)
 
@@ -175,13 +226,16 @@ def log_predictions(predictions: dict[str, np.ndarray]) -> None:
 
 def load_predictions(run_id: str) -> dict[str, np.ndarray]:
     """The predictions `log_predictions` recorded in a run; `MissingRunError` if it has none."""
-    import mlflow
+    import json
+
     from mlflow.exceptions import MlflowException
 
-    try:
-        loaded = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PREDICTIONS_FILE}")
-    except (MlflowException, OSError) as err:
-        raise MissingRunError(f"Run {run_id} recorded no predictions.") from err
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = download(f"runs:/{run_id}/{PREDICTIONS_FILE}", folder)
+        except (MlflowException, OSError) as err:
+            raise MissingRunError(f"Run {run_id} recorded no predictions.") from err
+        loaded = json.loads(Path(path).read_text())
     return {k: np.asarray(v, dtype=np.int64) for k, v in loaded.items()}
 
 
@@ -203,14 +257,11 @@ def log_scores(scores: dict[str, np.ndarray]) -> None:
 
 def load_scores(run_id: str) -> dict[str, np.ndarray]:
     """The class scores `log_scores` recorded in a run; `MissingRunError` if it has none."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"runs:/{run_id}/{SCORES_FILE}", dst_path=folder
-            )
+            path = download(f"runs:/{run_id}/{SCORES_FILE}", folder)
         except (MlflowException, OSError) as err:
             raise MissingRunError(f"Run {run_id} recorded no class scores.") from err
         with np.load(path) as loaded:  # plain arrays: no pickle
@@ -281,13 +332,12 @@ def log_table(name: str, profile: str, table: pd.DataFrame) -> str:
 
 def load_table(name: str, profile: str) -> pd.DataFrame:
     """The newest table recorded by `log_table` under ``name`` for ``profile``."""
-    import mlflow
-
     runs = find_runs(profile, name)
     if runs.empty:
         raise MissingRunError(
             f"No {name!r} table for the {profile!r} profile in {tracking_uri()}: "
             "run the chapter that records it first."
         )
-    table = mlflow.load_table("table.json", run_ids=[runs["run_id"].iloc[0]])
+    newest = runs.iloc[0]
+    table = client().load_table(newest["experiment_id"], "table.json", [newest["run_id"]])
     return table.drop(columns=["run_id"], errors="ignore").set_index(table.columns[0])

@@ -10,14 +10,14 @@ The run holds the profile, the seed, the dataset checksums and library versions;
 what MLflow's own ``mlflow.keras.autolog`` logs (the optimiser's settings, the batch size, the
 epochs, loss and accuracy at every epoch); for scikit-learn, every parameter of the pipeline;
 then `record` adds validation and test scores (test accuracy with its 95% interval), fit and
-predict times, the predictions and class scores on both sets (`predictions`,
-`recorded_scores`), the confusion matrix, classification report, learning curves and
+predict times, the predictions and class scores on both sets (`recorded.predictions`,
+`recorded.recorded_scores`), the confusion matrix, classification report, learning curves and
 misclassified images, and the serving artifact. A run is tagged ``variant=default`` only when
 it trained the catalogue's model with the course's settings on the course's data
 (`catalogue.is_default`).
 
-`train` and `reuse_or_train` do the same for a model of the catalogue by name, for the command
-line, chapters 7 and 8 and the tests.
+`train` does the same for a model of the catalogue by name, for the command line, the search
+and the tests; `recorded` reads such runs back.
 """
 
 from __future__ import annotations
@@ -30,22 +30,25 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import models, plots, serving, tracking
+from . import artifact, model_files, models, plots, tracking
+from .acquisition import IDX_FILES
+from .calibration import calibrate
 from .catalogue import MODELS, compile_keras, is_default, spec_named
 from .config import SEED, Profile, get_profile
-from .data import CLASS_NAMES, IDX_FILES, FashionMNIST, load_fashion_mnist
-from .evaluation import Evaluation, calibrate, evaluate
+from .data import FashionMNIST, load_fashion_mnist
+from .evaluation import Evaluation, evaluate
+from .serving import Classifier, sklearn_scores
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class TrainingResult:
-    """What one fit produced. ``classifier`` predicts with it (`serving.Classifier`: for a
+    """What one fit produced. ``classifier`` predicts with it (`Classifier`: for a
     reloaded run, the logged artifact, served through ONNX for a network); ``history`` (one row
     per epoch) is None for scikit-learn; ``validation`` scores the model on the validation set
     (what choices are made on), ``evaluation`` on the test set (what is reported)."""
 
     name: str
-    classifier: serving.Classifier
+    classifier: Classifier
     run_id: str
     model_uri: str
     params: dict
@@ -86,22 +89,12 @@ def _is_keras(model) -> bool:
 
 def _predict(model, keras: bool, x):
     """(labels, class scores, whether the scores are probabilities) for images in the model's
-    own input view. An SVM's scores are its vote shares, as `serving.Classifier` serves them
-    (their largest is ``SVC.predict``'s answer); a model with neither gets one-hot scores."""
+    own input view, as `Classifier` scores them (`serving.sklearn_scores`)."""
     if keras:
-        proba = model.predict(x, batch_size=1024, verbose=0)
-        return proba.argmax(axis=1), proba, True
-    if hasattr(model, "predict_proba"):
-        proba = model.predict_proba(x)
-        return proba.argmax(axis=1), proba, True
-    from sklearn.pipeline import Pipeline
-    from sklearn.svm import SVC  # sklearnex's SVC is a subclass
-
-    if isinstance(model, Pipeline) and isinstance(model[-1], SVC):
-        shares = serving.vote_shares(model, x)
-        return shares.argmax(axis=1), shares, False
-    labels = np.asarray(model.predict(x))
-    return labels, np.eye(len(CLASS_NAMES))[labels], False
+        scores, probabilistic = model.predict(x, batch_size=1024, verbose=0), True
+    else:
+        scores, probabilistic = sklearn_scores(model, x)
+    return scores.argmax(axis=1), scores, probabilistic
 
 
 def _pipeline_params(model) -> dict:
@@ -182,9 +175,7 @@ class TrainingRun:
         mlflow.end_run("FAILED" if failed else "FINISHED")
 
     def _logged_params(self) -> dict[str, str]:
-        import mlflow
-
-        return mlflow.get_run(self.run.info.run_id).data.params
+        return tracking.client().get_run(self.run.info.run_id).data.params
 
     def _fit_settings(self, model, keras: bool) -> tuple:
         """(batch size, epochs) of a Keras fit, as autolog and Keras recorded them."""
@@ -260,11 +251,11 @@ class TrainingRun:
         params = self._tag_variant(model, keras)
         history = pd.DataFrame(model.history.history) if keras else None
         # Trained in bfloat16 or not, a network is scored, served and saved in float32.
-        model = models.in_float32(model) if keras else model
+        model = model_files.in_float32(model) if keras else model
         validation, evaluation, predict_time, calibration, class_scores = self._score(model, keras)
         family = "keras" if keras else "sklearn"
         examples = self.data.split("test")[0]
-        logged = serving.log_model(model, family, examples, calibration=calibration)
+        logged = artifact.log_model(model, family, examples, calibration=calibration)
         # Logged after the model and linked to it: MLflow copies a run's metrics logged before
         # a model one query per metric (0.4 s a run).
         scores = {
@@ -280,7 +271,7 @@ class TrainingRun:
         _log_artifacts(self.name, self.data, evaluation, history)
         self.result = TrainingResult(
             name=self.name,
-            classifier=serving.Classifier.from_model(model, family, calibration),
+            classifier=Classifier.from_model(model, family, calibration),
             run_id=self.run.info.run_id,
             model_uri=logged.model_uri,
             params=params,
@@ -313,9 +304,10 @@ def training_run(
 # --- The catalogue's models by name ------------------------------------------------------------
 
 
-def _prepare(name, profile, data, overrides):
-    """The spec, profile, profile-sized data, hyperparameters and logged parameters of a fit,
-    checked."""
+def prepare_fit(name, profile, data, overrides):
+    """The spec, profile, profile-sized data, hyperparameters and logged parameters of a fit
+    of the catalogue's model ``name``, checked (by `train`, and by `recorded.reuse_or_train` to
+    find a run that made the same fit)."""
     spec = spec_named(name)
     profile = profile or get_profile()
     params = spec.params_with(profile, overrides)
@@ -344,7 +336,7 @@ def train(
     unknown one is an error, so that a typo never trains the default model silently. ``seed``
     draws the initial weights, the batches and the augmentations (or the forest's trees); a
     seed other than the course's makes a ``custom`` run."""
-    spec, profile, data, params, _ = _prepare(name, profile, data, overrides)
+    spec, profile, data, params, _ = prepare_fit(name, profile, data, overrides)
     if spec.family == "keras":
         import keras  # before the run starts, so that it logs what autolog reads from `fit`
     with training_run(name, data, profile, seed=seed, params=params) as run:
@@ -354,166 +346,17 @@ def train(
             x_train, y_train = data.keras("train")
             compile_keras(model, params, len(x_train))
             model.fit(
-                x_train, y_train, batch_size=params["batch_size"], epochs=params["epochs"],
-                validation_data=data.keras("val"), verbose=verbose,
-            )  # fmt: skip
+                x_train,
+                y_train,
+                batch_size=params["batch_size"],
+                epochs=params["epochs"],
+                validation_data=data.keras("val"),
+                verbose=verbose,
+            )
         else:
             model = spec.build(params, seed=seed)
             model.fit(*data.sklearn("train"))
         return run.record(model)
-
-
-def reuse_or_train(
-    name: str, profile: Profile | None = None, verbose: int = 0, seed: int = SEED, **overrides
-) -> TrainingResult:
-    """The model ``name`` with these hyperparameters and ``seed`` for this profile: loaded from
-    the newest finished run that trained exactly it (same hyperparameters, seed and data sizes,
-    with its serving artifact), or trained and logged by `train` when there is none. A rebuilt
-    chapter reuses its models instead of training them again."""
-    spec, profile, data, params, logged = _prepare(name, profile, None, overrides)
-    runs = tracking.find_runs(profile.name, name)
-    for _, run in runs.iterrows():
-        same = all(run.get(f"params.{k}") == str(v) for k, v in logged.items())
-        if same and run.get("tags.dataset") == "course" and run.get("tags.seed") == str(seed):
-            uri = tracking.serving_model_uri(run)
-            if uri is not None:
-                return _reload(spec, run, uri, params, data)
-    return train(name, profile, verbose=verbose, seed=seed, **overrides)
-
-
-def trained(name: str, profile: Profile | None = None) -> TrainingResult:
-    """The newest run of the course's model ``name`` (trained by its chapter, or by ``python -m
-    fmnist_lib train``), reloaded from MLflow and scored on the validation and test sets; never
-    trained here: a later chapter builds on an earlier one's model. No such run is an error
-    that says how to make one."""
-    spec = spec_named(name)
-    profile = profile or get_profile()
-    run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
-    uri = tracking.serving_model_uri(run)
-    if uri is None:
-        raise tracking.MissingRunError(
-            f"The newest run of {name} ({run['run_id']}) has no model to reload: train it "
-            f"again (`python -m fmnist_lib train {name} --profile {profile.name}`)."
-        )
-    data = load_fashion_mnist().for_profile(profile)
-    return _reload(spec, run, uri, spec.default_params(profile), data)
-
-
-def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarray]:
-    """The class ids that the newest run of the course's model ``name`` predicted for the
-    ``validation`` and ``test`` images, as that run recorded them, for paired comparisons across
-    chapters. A run made before runs recorded predictions is reloaded and run once, and its
-    predictions recorded in it."""
-    import mlflow
-
-    profile = profile or get_profile()
-    run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
-    try:
-        return tracking.load_predictions(run["run_id"])
-    except tracking.MissingRunError:
-        result = reuse_or_train(name, profile)
-        found = {"validation": result.validation.y_pred, "test": result.evaluation.y_pred}
-        with mlflow.start_run(run_id=run["run_id"]):
-            tracking.log_predictions(found)
-        return found
-
-
-@dataclass(frozen=True, eq=False)
-class RecordedScores:
-    """A run's class scores per split (``{"validation": (n, 10), "test": (n, 10)}``) and how
-    long its model trained."""
-
-    name: str
-    run_id: str
-    fit_time: float
-    scores: dict[str, np.ndarray]
-
-
-def recorded_scores(name: str, profile: Profile | None = None) -> RecordedScores:
-    """The class scores (probabilities, or an SVM's vote shares) that the newest run of the
-    course's model ``name`` recorded for the validation and test images: chapter 8 votes with
-    chapter 2's HOG SVM without running it again. A run made before runs recorded scores is
-    reloaded and run once, and its scores recorded in it."""
-    import mlflow
-
-    profile = profile or get_profile()
-    run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
-    try:
-        scores = tracking.load_scores(run["run_id"])
-    except tracking.MissingRunError:
-        result = reuse_or_train(name, profile)
-        with mlflow.start_run(run_id=result.run_id):
-            tracking.log_scores(result.scores)
-        return RecordedScores(name, result.run_id, result.fit_time, result.scores)
-    return RecordedScores(name, run["run_id"], float(run["metrics.fit_time_s"]), scores)
-
-
-def _reload(spec, run, model_uri, params, data) -> TrainingResult:
-    classifier = serving.load(model_uri)
-
-    scores, scored = {}, {}
-    for split, name in (("val", "validation"), ("test", "test")):
-        images, labels = data.split(split)
-        proba = classifier.predict_proba(images)
-        scores[name] = proba / proba.sum(axis=1, keepdims=True)  # float32 rows, in float64
-        # An SVM's vote shares are not probabilities: no log-loss, as when it was trained.
-        kept = scores[name] if classifier.has_probabilities else None
-        scored[name] = evaluate(labels, scores[name].argmax(axis=1), data.class_names, kept)
-
-    history = tracking.load_history(run["run_id"]) if spec.family == "keras" else None
-    return TrainingResult(
-        name=spec.name,
-        classifier=classifier,
-        run_id=run["run_id"],
-        model_uri=model_uri,
-        params=params,
-        evaluation=scored["test"],
-        validation=scored["validation"],
-        history=history,
-        fit_time=float(run["metrics.fit_time_s"]),
-        predict_time=float(run["metrics.predict_time_s"]),
-        n_test=len(data.y_test),
-        scores=scores,
-    )
-
-
-def fit_keras(
-    model, params: dict, data: FashionMNIST, epochs=None, callbacks=(), verbose=0, seed=SEED
-):
-    """Compile ``model`` (see `catalogue.compile_keras`) and train it on ``data``'s training set
-    through a `keras_batches` pipeline, validating after every epoch; for Optuna's trials and
-    the benchmark. Returns the Keras history. ``epochs`` (default ``params["epochs"]``) can
-    stop early, e.g. to time one epoch; the learning-rate schedule still spans
-    ``params["epochs"]``. ``seed`` draws the order of the training images."""
-    x, y = data.keras("train")
-    compile_keras(model, params, len(x))
-    return model.fit(
-        keras_batches(x, y, params["batch_size"], seed=seed),
-        validation_data=keras_batches(*data.keras("val"), 1024, shuffle=False),
-        epochs=params["epochs"] if epochs is None else epochs,
-        shuffle=False,  # the pipeline shuffles
-        callbacks=list(callbacks),
-        verbose=verbose,
-    )
-
-
-def keras_batches(x, y, batch_size: int, shuffle: bool = True, seed: int = SEED):
-    """Images and labels as a `tf.data` pipeline of batches, reshuffled every epoch: TensorFlow
-    shuffles the image numbers and gathers each batch in one operation, ahead of the training
-    step (``benchmarks/bench.py`` compares it with ``fit`` on the arrays)."""
-    import tensorflow as tf
-
-    images, labels = tf.constant(x), tf.constant(y)
-    order = tf.data.Dataset.range(len(x))
-    if shuffle:
-        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    batches = order.batch(batch_size).map(
-        lambda i: (tf.gather(images, i), tf.gather(labels, i)),
-        # One gather at a time cannot keep up with a small network's steps.
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def _log_artifacts(name, data, evaluation, history):
@@ -525,11 +368,15 @@ def _log_artifacts(name, data, evaluation, history):
     tracking.log_text(evaluation.report, "classification_report.txt")
     tracking.log_figure(
         plots.misclassified(
-            data.x_test, evaluation.y_true, evaluation.y_pred, evaluation.misclassified,
-            data.class_names, n=30,
+            data.x_test,
+            evaluation.y_true,
+            evaluation.y_pred,
+            evaluation.misclassified,
+            data.class_names,
+            n=30,
         ),
         "misclassified.png",
-    )  # fmt: skip
+    )
     if history is not None:
         tracking.log_figure(plots.learning_curves(history, title), "learning_curves.png")
 

@@ -71,7 +71,7 @@ def suggest(trial) -> dict:
 
 def catalogue_settings(params: dict) -> dict:
     """A trial's settings as overrides of the catalogue's ``cnn``, for `training.train` or
-    `training.reuse_or_train`: the best trial trained at full length."""
+    `recorded.reuse_or_train`: the best trial trained at full length."""
     return {**params, "filters": FILTERS[params["filters"]]}
 
 
@@ -90,11 +90,10 @@ def _dead_trial(study, trial) -> None:
     """Called by Optuna for a trial whose worker stopped sending heartbeats, once it is marked
     FAILED: end its MLflow run as FAILED too (its worker cannot), then queue a copy of it."""
     import optuna
-    from mlflow import MlflowClient
 
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
-        client = MlflowClient(tracking.tracking_uri())
+        client = tracking.client()
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, "optuna.state", "failed")
             client.set_terminated(run_id, "FAILED")
@@ -118,29 +117,8 @@ def _storage(url: str | None):
             heartbeat_stale_trial_callback=_dead_trial,
         )
     if sqlite:
-        _begin_immediate(storage.engine)
+        _compat.begin_immediate(storage.engine)
     return storage
-
-
-def _begin_immediate(engine) -> None:
-    """Make every SQLite transaction take the write lock when it begins.
-
-    Optuna hands a queued trial to one worker by reading it as WAITING and then marking it
-    RUNNING, under ``SELECT ... FOR UPDATE``. SQLite ignores that lock, so two workers could
-    both read WAITING and run the same trial (the second then fails on "Cannot tell a COMPLETE
-    trial"). PostgreSQL and MySQL honour the lock and need nothing.
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened while Optuna set up the schema lack the hooks
 
 
 def create_study(name: str, profile: Profile | None = None, storage: str | None = None):
@@ -234,7 +212,7 @@ def trial_run(trial):
             yield run
         except optuna.TrialPruned:
             state = "pruned"
-        client = mlflow.MlflowClient(tracking.tracking_uri())
+        client = tracking.client()
         epochs = client.get_metric_history(run.info.run_id, "val_accuracy")
         if epochs:
             mlflow.log_metric("best_val_accuracy", max(m.value for m in epochs))

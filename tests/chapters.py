@@ -18,9 +18,10 @@ def chapter_definitions(chapter: str, names: tuple[str, ...], namespace: dict) -
         if cell.cell_type != "code" or cell.source.lstrip().startswith(("%", "!")):
             continue
         defs = [
-            node for node in ast.parse(cell.source).body
+            node
+            for node in ast.parse(cell.source).body
             if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in names
-        ]  # fmt: skip
+        ]
         if defs:
             exec(compile(ast.Module(defs, type_ignores=[]), str(path), "exec"), namespace)
     missing = set(names) - set(namespace)

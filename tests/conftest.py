@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from teamdocs import team_sql
 
-from fmnist_lib import data as data_module
+from fmnist_lib import acquisition
 
 
 @pytest.fixture
@@ -32,9 +32,9 @@ def isolated_search(tmp_path, monkeypatch):
     """Point every place the loader searches at empty folders under tmp_path, so that only
     what a test puts there (or downloads) is found. Returns the download folder."""
     empty = tmp_path / "nowhere"
-    monkeypatch.setattr(data_module, "DATA_CACHE", tmp_path / "cache")
-    monkeypatch.setattr(data_module, "DEBIAN_DIR", empty)
-    monkeypatch.setattr(data_module, "KERAS_DIR", empty)
+    monkeypatch.setattr(acquisition, "DATA_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(acquisition, "DEBIAN_DIR", empty)
+    monkeypatch.setattr(acquisition, "KERAS_DIR", empty)
     target = tmp_path / "data"
     monkeypatch.setenv("FMNIST_DATA_DIR", str(target))
     return target

@@ -14,7 +14,7 @@ import pytest
 from badfiles import bomb, encode, png_header, truncated
 from PIL import Image
 
-from fmnist_lib import preprocess, registry, serving
+from fmnist_lib import api, artifact, preprocess, registry, serving
 from fmnist_lib.config import profile_named
 from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
 from fmnist_lib.training import train
@@ -26,7 +26,7 @@ N = 40
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
+def served(tmp_path_factory):
     """A quick dense network, registered as champion in a store of its own, served by two
     worker processes."""
     store = tmp_path_factory.mktemp("api")
@@ -34,17 +34,17 @@ def api(tmp_path_factory):
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
         train("dense", profile=profile_named("quick"))
         registry.register_best()
-        classifier = serving.load(registry.CHAMPION_URI)
+        classifier = artifact.load(registry.CHAMPION_URI)
         log = store / "serve.log"
-        with serving.api_server(registry.CHAMPION_URI, log=log, workers=2) as url:
+        with api.api_server(registry.CHAMPION_URI, log=log, workers=2) as url:
             yield url, classifier
 
 
-def test_mlflow_models_serve_answers_the_same(api, tmp_path):
+def test_mlflow_models_serve_answers_the_same(served, tmp_path):
     """MLflow's own command, as the README and chapter 9 show it, on the same model."""
     from fmnist_lib.processes import BIN, env_with, free_port, running
 
-    url, _ = api
+    url, _ = served
     images = load_fashion_mnist().x_test[:5]
     rows = [[b64(preprocess.encode_png(image))] for image in images]
     body = {"dataframe_split": {"columns": ["image"], "data": rows}}
@@ -84,8 +84,8 @@ def test_set():
 
 
 @pytest.mark.parametrize("encoding", ["png", "jpeg", "array"])
-def test_real_test_images_get_the_labels_the_model_gives(api, test_set, encoding):
-    url, classifier = api
+def test_real_test_images_get_the_labels_the_model_gives(served, test_set, encoding):
+    url, classifier = served
     images, labels = test_set
     if encoding == "array":
         items = [image.tolist() for image in images]
@@ -110,8 +110,8 @@ def test_real_test_images_get_the_labels_the_model_gives(api, test_set, encoding
     assert (proba.argmax(axis=1) == labels).mean() >= 0.7
 
 
-def test_the_answer_says_not_sure_below_the_validation_threshold(api):
-    url, classifier = api
+def test_the_answer_says_not_sure_below_the_validation_threshold(served):
+    url, classifier = served
     threshold = classifier.calibration.threshold
     assert 0 < threshold < 1
     images = load_fashion_mnist().x_test[:400]
@@ -128,8 +128,8 @@ def test_the_answer_says_not_sure_below_the_validation_threshold(api):
     assert unsure["confidence"] == pytest.approx(confidence[picks[1]], abs=1e-6)
 
 
-def test_records_format_mixes_bytes_and_arrays(api, test_set):
-    url, _ = api
+def test_records_format_mixes_bytes_and_arrays(served, test_set):
+    url, _ = served
     images, labels = test_set
     body = {
         "dataframe_records": [
@@ -165,8 +165,8 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_answering(api, test_set, case):
-    url, _ = api
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_answering(served, test_set, case):
+    url, _ = served
     make, message = BAD[case]
     status, answer = post(url, make())
     assert 400 <= status < 500, answer

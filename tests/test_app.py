@@ -12,9 +12,10 @@ from badfiles import bomb, encode, truncated
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fmnist_lib import custom_images, preprocess, registry, serving
+from fmnist_lib import artifact, custom_images, preprocess, registry, serving
+from fmnist_lib.acquisition import load_test_set
 from fmnist_lib.config import PROJECT_ROOT
-from fmnist_lib.data import CLASS_NAMES, load_test_set
+from fmnist_lib.data import CLASS_NAMES
 
 # Every test here reads the store of trained networks (`app_store`).
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ def test_set():
 
 
 def _predicted(model: registry.Registered, images: np.ndarray) -> list[str]:
-    return serving.load(model.uri).classify(images)["class_name"].tolist()
+    return artifact.load(model.uri).classify(images)["class_name"].tolist()
 
 
 def _table(at: AppTest) -> pd.DataFrame:
@@ -79,7 +80,7 @@ def test_picking_test_images_classifies_them_with_the_champion(app, app_store, t
     right = [p == CLASS_NAMES[labels[i]] for p, i in zip(expected, indexes, strict=True)]
     assert table[f"{champion.short}: right"].tolist() == right
     # The served artifact's own "sure" flags, from the threshold chosen on validation.
-    sure = serving.load(champion.uri).classify(images[indexes])["sure"].tolist()
+    sure = artifact.load(champion.uri).classify(images[indexes])["sure"].tolist()
     assert table[f"{champion.short}: sure"].tolist() == sure
     # One verdict per image: a success when right and sure; a warning (amber) when the model
     # is not sure, or names the true class when it is sure and wrong.
@@ -117,7 +118,7 @@ def test_switching_and_comparing_models(app, app_store, test_set):
 
 def test_an_answer_below_the_threshold_says_not_sure_in_amber(app, app_store, test_set):
     champion = app_store[1][0]
-    classifier = serving.load(champion.uri)
+    classifier = artifact.load(champion.uri)
     gallery = [name for name in app.multiselect(key="test_picks").options]
     indexes = [int(name.split("#")[1].split(" ")[0]) for name in gallery]
     answers = classifier.classify(test_set[0][indexes])
@@ -159,7 +160,7 @@ def test_uploads_good_and_bad_each_get_an_answer(app, app_store, test_set):
     champion = app_store[1][0]
     table = _table(app)
     assert table["image"].tolist() == ["boot.png", "photo.jpg", *bad]
-    served = serving.load(champion.uri).classify(
+    served = artifact.load(champion.uri).classify(
         serving.images_frame([preprocess.encode_png(images[0]), encode(photo, "JPEG")])
     )
     assert table[f"{champion.short}: class"].tolist()[:2] == served["class_name"].tolist()

@@ -24,8 +24,11 @@ def test_a_smoke_run_measures_every_section_and_writes_json(app_store, tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
-        capture_output=True, text=True, env=env, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     document = json.loads(out.read_text())
     rows = {row["measure"]: row for row in document["rows"]}

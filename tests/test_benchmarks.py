@@ -22,8 +22,11 @@ def test_the_app_benchmark_prints_its_figures(app_store):
     env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0], "CHROMIUM": CHROMIUM}
     result = subprocess.run(
         [sys.executable, str(script), "--repeats", "3", "--cold-runs", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert f"Model: {app_store[1][0].label}" in out

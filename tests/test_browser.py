@@ -16,9 +16,10 @@ from badfiles import truncated
 from chromium import HAVE_CHROMIUM, MISSING, launched
 from PIL import Image
 
-from fmnist_lib import predictions, preprocess, serving
+from fmnist_lib import artifact, predictions, preprocess, serving
+from fmnist_lib.acquisition import load_test_set
 from fmnist_lib.config import PROJECT_ROOT
-from fmnist_lib.data import CLASS_NAMES, load_test_set
+from fmnist_lib.data import CLASS_NAMES
 from fmnist_lib.processes import BIN, env_with, free_port, running
 
 pytestmark = [
@@ -38,7 +39,7 @@ def app_url(app_store, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        classifier = serving.load(listed[0].uri)
+        classifier = artifact.load(listed[0].uri)
     with running(command, f"{url}/_stcore/health", folder / "streamlit.log", env=env):
         yield url, listed[0], classifier
 

@@ -67,8 +67,9 @@ def test_product_photos_convert_back_close_to_their_test_image(tmp_path, test_se
 def run_create_img(*args):
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "create_img.py"), *args],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_create_img_command_line(tmp_path):
@@ -79,9 +80,17 @@ def test_create_img_command_line(tmp_path):
     help_text = run_create_img("--help").stdout
     assert "--seed" in help_text and "--per-class" in help_text and "--style" in help_text
     result = run_create_img(
-        "--per-class", "0", "--photos", "3", "--style", "studio", "--style", "cluttered",
-        "--out", str(tmp_path / "y"),
-    )  # fmt: skip
+        "--per-class",
+        "0",
+        "--photos",
+        "3",
+        "--style",
+        "studio",
+        "--style",
+        "cluttered",
+        "--out",
+        str(tmp_path / "y"),
+    )
     assert result.returncode == 0, result.stderr
     assert "0 drawings and 6 photos (studio, cluttered)" in result.stdout
     styles = [i.style for i in custom_images.read_labels(tmp_path / "y")]

@@ -12,20 +12,18 @@ import numpy as np
 import pytest
 from idxfiles import DEBIAN_DIR, idx_bytes, write_idx
 
-from fmnist_lib import config
-from fmnist_lib import data as data_module
-from fmnist_lib.data import (
+from fmnist_lib import acquisition, config
+from fmnist_lib.acquisition import (
     IDX_FILES,
     DatasetError,
     download_file,
     find_data,
-    load_fashion_mnist,
     load_raw,
     parse_idx,
     read_idx_file,
     read_payload,
-    stratified_split,
 )
+from fmnist_lib.data import load_fashion_mnist, stratified_split
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = IDX_FILES
 
@@ -128,10 +126,10 @@ def test_loader_reports_a_bad_file_in_the_data_dir(isolated_search, images):
 def test_debian_copy_end_to_end(tmp_path, monkeypatch):
     """Debian's recompressed files pass the content checksums and load as Fashion-MNIST."""
     monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
-    monkeypatch.setattr(data_module, "DATA_CACHE", tmp_path / "empty-cache")
+    monkeypatch.setattr(acquisition, "DATA_CACHE", tmp_path / "empty-cache")
     source = find_data(download=False)
     assert source.directory == DEBIAN_DIR and "Debian" in source.description
-    raw = data_module._load_raw_from(source)
+    raw = acquisition._load_raw_from(source)
     assert raw.train_images.shape == (60000, 28, 28) and raw.test_images.shape == (10000, 28, 28)
     assert raw.train_labels.shape == (60000,) and raw.test_labels.shape == (10000,)
     np.testing.assert_array_equal(np.bincount(raw.test_labels), [1000] * 10)

@@ -144,7 +144,7 @@ def _overconfident(n=4000, true_temperature=2.5, seed=0):
 
 
 def test_temperature_scaling_recovers_a_known_over_confidence():
-    from fmnist_lib.evaluation import fit_temperature, reliability, with_temperature
+    from fmnist_lib.calibration import fit_temperature, reliability, with_temperature
 
     proba, labels = _overconfident()
     temperature = fit_temperature(proba, labels)
@@ -157,8 +157,23 @@ def test_temperature_scaling_recovers_a_known_over_confidence():
     assert (with_temperature(proba, temperature).argmax(axis=1) == proba.argmax(axis=1)).all()
 
 
+def test_reliability_puts_a_confidence_on_an_edge_in_the_bin_above():
+    # sklearn's calibration_curve puts 0.5 in the bin below (np.searchsorted), which would
+    # move the published reliability diagrams: the table keeps np.digitize's binning.
+    from fmnist_lib.calibration import reliability
+
+    confidence = np.array([0.0, 0.05, 0.1, 0.45, 0.5, 0.55, 0.95, 1.0])
+    correct = np.array([0, 1, 1, 1, 0, 1, 1, 1], dtype=bool)
+    table = reliability(confidence, correct)
+    assert table.index.name == "bin" and table.index.tolist() == [0, 1, 4, 5, 9]
+    assert table.columns.tolist() == ["confidence", "accuracy", "images"]
+    np.testing.assert_allclose(table["confidence"], [0.025, 0.1, 0.45, 0.525, 0.975])
+    np.testing.assert_allclose(table["accuracy"], [0.5, 1, 1, 0.5, 1])
+    assert table["images"].tolist() == [2, 1, 1, 2, 2]
+
+
 def test_the_threshold_withholds_answers_more_likely_wrong_than_right():
-    from fmnist_lib.evaluation import calibrate, choose_threshold, withholding
+    from fmnist_lib.calibration import calibrate, choose_threshold, withholding
 
     proba, labels = _overconfident()
     calibration = calibrate(proba, labels)

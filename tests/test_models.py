@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fmnist_lib import models
+from fmnist_lib import _compat, model_files, models
 from fmnist_lib.data import load_fashion_mnist
 
 
@@ -114,8 +114,12 @@ def test_augmentation_changes_training_images_only():
         np.testing.assert_allclose(model(x, training=False), model(x, training=False))
     augment = models.augmentation_layers()
     assert [layer.__class__.__name__ for layer in augment] == [
-        "RandomTranslation", "RandomFlip", "RandomZoom", "RandomRotation", "RandomErasing",
-    ]  # fmt: skip
+        "RandomTranslation",
+        "RandomFlip",
+        "RandomZoom",
+        "RandomRotation",
+        "RandomErasing",
+    ]
     seen = x
     for layer in augment:
         seen = layer(seen, training=True)
@@ -143,14 +147,14 @@ def test_a_network_trained_in_bfloat16_predicts_in_float32():
     assert half.layers[-4].dtype_policy.name == "mixed_bfloat16"
     assert half.layers[0].dtype_policy.name == "float32", "augmentation in full precision"
     assert models.precision_of(half) == "mixed_bfloat16"
-    full = models.in_float32(half)
+    full = model_files.in_float32(half)
     assert {layer.dtype_policy.name for layer in full.layers} == {"float32"}
     assert [w.shape for w in full.weights] == [w.shape for w in half.weights]
     expected, got = half.predict(x, verbose=0), full.predict(x, verbose=0)
     assert got.dtype == np.float32 and not np.array_equal(got, expected), "computed again"
     np.testing.assert_allclose(got, expected, atol=0.05)  # bfloat16 keeps 3 digits
     single = models.build_bn_cnn(filters=(8, 16, 32))
-    assert models.in_float32(single) is single and models.precision_of(single) == "float32"
+    assert model_files.in_float32(single) is single and models.precision_of(single) == "float32"
 
 
 def test_the_intelex_svm_answers_as_scikit_learns_libsvm_and_saves_as_it():
@@ -160,8 +164,6 @@ def test_the_intelex_svm_answers_as_scikit_learns_libsvm_and_saves_as_it():
     from pathlib import Path
 
     from sklearn.svm import SVC as LibsvmSVC
-
-    from fmnist_lib import serving
 
     if models.SVC is LibsvmSVC:
         pytest.skip("scikit-learn-intelex is not installed here (x86-64 only)")
@@ -174,12 +176,12 @@ def test_the_intelex_svm_answers_as_scikit_learns_libsvm_and_saves_as_it():
     libsvm.fit(x, y)
     expected = intelex.predict(x_test)
     assert (expected == libsvm.predict(x_test)).mean() >= 0.998
-    plain = models.with_libsvm(intelex)
+    plain = _compat.with_libsvm(intelex)
     assert type(plain[-1]) is LibsvmSVC and type(intelex[-1]) is models.SVC
     np.testing.assert_array_equal(plain.predict(x_test), expected)
     with tempfile.TemporaryDirectory() as folder:
-        path = serving.save_native(intelex, "sklearn", Path(folder))
-        loaded = serving.load_native(path, "sklearn")
+        path = model_files.save_native(intelex, "sklearn", Path(folder))
+        loaded = model_files.load_native(path, "sklearn")
     assert type(loaded[-1]) is LibsvmSVC
     np.testing.assert_array_equal(loaded.predict(x_test), expected)
     assert models.count_parameters(loaded) == models.count_parameters(intelex)

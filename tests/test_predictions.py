@@ -11,7 +11,8 @@ from badfiles import bomb, encode, png_header, truncated
 from PIL import Image
 
 from fmnist_lib import custom_images, predictions, preprocess, serving
-from fmnist_lib.data import CLASS_NAMES, load_test_set
+from fmnist_lib.acquisition import load_test_set
+from fmnist_lib.data import CLASS_NAMES
 from fmnist_lib.predictions import Item
 
 

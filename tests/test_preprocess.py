@@ -102,12 +102,25 @@ def close_to(out: np.ndarray, sample: np.ndarray, bound: float) -> bool:
 def test_a_product_photo_comes_back_as_its_fashion_mnist_image(sample):
     steps = preprocess.fashion_mnist_steps(product_photo(sample))
     assert list(steps) == [
-        "grey", "backdrop", "mask", "dark item on light", "trimmed", "resized", "centred",
-        "negated", "stretched",
-    ]  # fmt: skip
+        "grey",
+        "backdrop",
+        "mask",
+        "dark item on light",
+        "trimmed",
+        "resized",
+        "centred",
+        "negated",
+        "stretched",
+    ]
     assert list(preprocess.fashion_mnist_steps(product_photo(sample), segment=False)) == [
-        "grey", "dark item on light", "trimmed", "resized", "centred", "negated", "stretched",
-    ]  # fmt: skip
+        "grey",
+        "dark item on light",
+        "trimmed",
+        "resized",
+        "centred",
+        "negated",
+        "stretched",
+    ]
     assert max(steps["resized"].shape) == 28
     assert close_to(steps["stretched"], sample, 8)
     # The naive path squeezes the whole photo, background and all, without negating.

@@ -31,8 +31,12 @@ def test_a_choice_without_its_right_answer_or_with_one_answer_is_refused():
 
 def test_a_number_is_exact_for_integers_and_a_range_with_a_tolerance():
     exact = quiz.number("How many?", 784.0, "28 x 28.")
-    assert exact["answers"][0] == {"type": "value", "value": 784, "correct": True,
-                                   "feedback": "28 x 28."}  # fmt: skip
+    assert exact["answers"][0] == {
+        "type": "value",
+        "value": 784,
+        "correct": True,
+        "feedback": "28 x 28.",
+    }
     assert exact["answers"][1] == {"type": "default", "feedback": "Not quite. 28 x 28."}
     close = quiz.number("Accuracy?", 0.9132, "From the run.", tolerance=0.005, hint="Look up.")
     assert close["answers"][0]["range"] == pytest.approx([0.9082, 0.9182])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
 
-from fmnist_lib import registry, serving, tracking
+from fmnist_lib import artifact, registry, tracking
 from fmnist_lib.config import Profile
 from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.training import train
@@ -88,7 +88,7 @@ def test_each_approach_is_registered_and_the_champion_only_improves(store):
 
     # The champion serves what the run recorded, and the command line says who it is.
     data = load_fashion_mnist().for_profile(SMALL)
-    out = serving.load(registry.CHAMPION_URI).classify(data.x_test)
+    out = artifact.load(registry.CHAMPION_URI).classify(data.x_test)
     accuracy = (out["class_id"].to_numpy() == data.y_test).mean()
     assert accuracy == pytest.approx(rf_small.accuracy)
     result = _cli("champion")
@@ -164,8 +164,11 @@ def test_a_model_from_outside_the_catalogue_is_registered_and_promoted_only_if_b
         run_model = DummyClassifier(strategy="most_frequent").fit(*data.sklearn("train"))
         weak = run.record(run_model)
     outcome = registry.register_result(weak)
-    assert outcome == {"registered model": "fashion-mnist-capstone", "version": 1,
-                       "champion": False}  # fmt: skip
+    assert outcome == {
+        "registered model": "fashion-mnist-capstone",
+        "version": 1,
+        "champion": False,
+    }
     assert registry.champion()["run_id"] == forest.run_id
     strong = replace(weak, validation=replace(weak.validation, accuracy=1.0))
     assert registry.register_result(strong)["champion"]

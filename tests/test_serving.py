@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist_lib import models, preprocess, serving
+from fmnist_lib import artifact, model_files, preprocess, serving
 from fmnist_lib.catalogue import MODELS
 from fmnist_lib.config import Profile
 from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
@@ -43,7 +43,7 @@ def test_images():
 @pytest.mark.parametrize("name", ["cnn", "svm"])
 def test_the_logged_artifact_predicts_what_the_trained_model_predicts(trained, test_images, name):
     result = trained[name]
-    classifier = serving.load(result.model_uri)
+    classifier = artifact.load(result.model_uri)
     images, _ = test_images
     out = classifier.classify(images)
     assert list(out.columns) == COLUMNS
@@ -64,7 +64,7 @@ def test_the_logged_artifact_predicts_what_the_trained_model_predicts(trained, t
 
 
 def test_bytes_base64_and_arrays_give_the_same_answer(trained, test_images):
-    classifier = serving.load(trained["cnn"].model_uri)
+    classifier = artifact.load(trained["cnn"].model_uri)
     images, _ = test_images
     png = [preprocess.encode_png(image) for image in images[:5]]
     as_arrays = classifier.classify(images[:5])
@@ -95,7 +95,7 @@ def sample_png(test_images):
 
 
 def test_a_big_batch_is_classified_in_chunks(trained):
-    classifier = serving.load(trained["cnn"].model_uri)
+    classifier = artifact.load(trained["cnn"].model_uri)
     images = np.repeat(load_fashion_mnist().x_test[:3], 1500, axis=0)  # 4500 > one chunk
     proba = classifier.predict_proba(images)
     assert proba.shape == (4500, 10)
@@ -103,7 +103,7 @@ def test_a_big_batch_is_classified_in_chunks(trained):
 
 
 def test_keras_artifacts_are_served_through_onnx(trained, test_images):
-    classifier = serving.load(trained["cnn"].model_uri)
+    classifier = artifact.load(trained["cnn"].model_uri)
     assert classifier.backend == "onnxruntime"
     images, _ = test_images
     expected = trained["cnn"].model.predict(images[..., None] / np.float32(255), verbose=0)
@@ -119,14 +119,14 @@ def test_every_course_network_exports_to_onnx_with_the_same_outputs(name, tmp_pa
     keras.utils.set_random_seed(0)
     model = spec.builder(**spec.build_params)
     images, _ = test_images
-    path = serving.export_onnx(model, tmp_path, images)  # None (and a warning) if it differs
+    path = model_files.export_onnx(model, tmp_path, images)  # None (and a warning) if it differs
     assert path is not None and path.stat().st_size > 0
-    session = serving.onnx_session(path)
+    session = model_files.onnx_session(path)
     x = images[..., None] / np.float32(255)
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     # A network trained in bfloat16 is exported, and compared, in float32.
-    expected = models.in_float32(model).predict(x, verbose=0)
-    np.testing.assert_allclose(got, expected, atol=serving.ONNX_TOLERANCE)
+    expected = model_files.in_float32(model).predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=model_files.ONNX_TOLERANCE)
 
 
 def test_serving_through_onnx_never_imports_tensorflow(trained, sample_png):
@@ -144,10 +144,10 @@ def test_serving_through_onnx_never_imports_tensorflow(trained, sample_png):
 
 
 def test_the_artifact_carries_the_calibration_chosen_on_validation(trained):
-    from fmnist_lib.evaluation import calibrate
+    from fmnist_lib.calibration import calibrate
 
     result = trained["cnn"]
-    classifier = serving.load(result.model_uri)
+    classifier = artifact.load(result.model_uri)
     data = load_fashion_mnist().for_profile(TINY)
     x_val, y_val = data.split("val")
     expected = calibrate(classifier.predict_proba(x_val), y_val)
@@ -156,12 +156,12 @@ def test_the_artifact_carries_the_calibration_chosen_on_validation(trained):
     metrics = mlflow.get_run(result.run_id).data.metrics
     assert metrics["not_sure_threshold"] == pytest.approx(expected.threshold, abs=1e-6)
     # The SVM's votes are not probabilities: no threshold, always sure.
-    svm = serving.load(trained["svm"].model_uri)
+    svm = artifact.load(trained["svm"].model_uri)
     assert svm.calibration.threshold == 0 and svm.classify(x_val[:20])["sure"].all()
 
 
 def test_answers_below_the_threshold_are_not_sure_and_above_are(trained):
-    classifier = serving.load(trained["cnn"].model_uri)
+    classifier = artifact.load(trained["cnn"].model_uri)
     threshold = classifier.calibration.threshold
     assert 0 < threshold < 1  # a 2-epoch network on 600 images has answers to withhold
     images = load_fashion_mnist().x_test[:500]
@@ -172,49 +172,3 @@ def test_answers_below_the_threshold_are_not_sure_and_above_are(trained):
     assert (out["confidence"][~sure] < threshold).all()
     # Temperature scaling never changes the answer, only how sure it is.
     assert out["class_id"].tolist() == np.stack(out["probabilities"]).argmax(axis=1).tolist()
-
-
-def test_the_api_server_socket_turns_on_tcp_nodelay_for_every_connection():
-    """What keeps a multi-worker API from answering ~40 ms late: the listening socket uvicorn's
-    supervisor hands its workers says it is TCP, so asyncio sets TCP_NODELAY on accepted
-    connections (with uvicorn's own socket it does not: uvicorn issue #3149)."""
-    import asyncio
-    import pickle
-    import socket
-
-    import uvicorn
-
-    def accepted_nodelay(config) -> tuple[int, int]:
-        sock = config.bind_socket()
-        seen = []
-
-        class Probe(asyncio.Protocol):
-            def connection_made(self, transport):
-                accepted = transport.get_extra_info("socket")
-                seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-                transport.close()
-
-        async def main():
-            server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
-            port = sock.getsockname()[1]
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            for _ in range(1000):  # 10 s at most
-                if seen:
-                    break
-                await asyncio.sleep(0.01)
-            assert seen, "the server never accepted the connection"
-            writer.close()
-            server.close()
-            await server.wait_closed()
-
-        asyncio.run(main())
-        return sock.proto, seen[0]
-
-    from fmnist_lib import _compat
-
-    ours = _compat.TcpConfig("x:app", host="127.0.0.1", port=0, workers=2)
-    assert pickle.loads(pickle.dumps(ours)).bind_socket  # uvicorn sends it to each worker
-    assert accepted_nodelay(ours) == (socket.IPPROTO_TCP, 1)
-    # uvicorn's own: the bug this works around. When this fails, uvicorn fixed it.
-    theirs = uvicorn.Config("x:app", host="127.0.0.1", port=0, workers=2)
-    assert accepted_nodelay(theirs) == (0, 0)

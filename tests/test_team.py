@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from teamdocs import CHAPTER_9, server_command, team_sql
 
-from fmnist_lib import registry, serving, tracking, tuning
+from fmnist_lib import artifact, registry, tracking, tuning
 from fmnist_lib.config import PROJECT_ROOT, Profile
 from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.processes import BIN, env_with, free_port, running
@@ -53,8 +53,9 @@ def mlflow_server(mlflow_db: str, folder: Path):
     for option, value in values.items():
         command += [option, value]
     url = f"http://127.0.0.1:{port}"
-    with running(command + ["--workers", "2"], f"{url}/health", folder / "server.log",
-                 env=env_with()):  # fmt: skip
+    with running(
+        command + ["--workers", "2"], f"{url}/health", folder / "server.log", env=env_with()
+    ):
         yield url, artifacts
 
 
@@ -103,7 +104,7 @@ def test_train_compare_register_and_serve_through_a_tracking_server(server):
     assert registry.champion()["run_id"] == best.run_id
 
     data = load_fashion_mnist().for_profile(TINY)
-    champion = serving.load(registry.CHAMPION_URI)
+    champion = artifact.load(registry.CHAMPION_URI)
     out = champion.classify(data.x_test)
     assert (out["class_id"].to_numpy() == data.y_test).mean() == pytest.approx(best.accuracy)
 
@@ -137,15 +138,18 @@ def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_p
     trial is run by another worker, and the study reaches its count with every trial recorded
     once in Optuna and once in MLflow, none left running or queued."""
     import optuna
-    from mlflow import MlflowClient
     from optuna.trial import TrialState
 
     until = 8
     name = "team-study"
     # The README's commands: create the study once, then one `--until` worker per machine.
     tune = [sys.executable, "-m", "fmnist_lib", "tune", name]
-    created = subprocess.run(tune + ["--create", "--trials", "0", "--profile", "quick"],
-                             capture_output=True, text=True, env=env_with())  # fmt: skip
+    created = subprocess.run(
+        tune + ["--create", "--trials", "0", "--profile", "quick"],
+        capture_output=True,
+        text=True,
+        env=env_with(),
+    )
     assert created.returncode == 0, created.stderr[-3000:]
     study = tuning.load_study(name)
     command = tune + ["--until", str(until)]
@@ -162,9 +166,10 @@ def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_p
         while True:
             assert time.monotonic() < deadline, "no trial started in 5 minutes"
             running_now = [
-                t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                t
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 if "mlflow_run_id" in t.user_attrs
-            ]  # fmt: skip
+            ]
             if running_now:
                 break
             time.sleep(0.5)
@@ -196,7 +201,7 @@ def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_p
     assert retry.user_attrs["worker"] != victim.user_attrs["worker"]
 
     # MLflow: one run per trial under the study's run, each in its trial's final state.
-    client = MlflowClient(tracking.tracking_uri())  # not the URI an earlier test left set
+    client = tracking.client()
     parent = tuning.Settings(**study.user_attrs["settings"]).mlflow_run_id
     runs = client.search_runs(
         [client.get_run(parent).info.experiment_id],

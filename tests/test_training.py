@@ -12,17 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist_lib import models, serving, tracking
+from fmnist_lib import artifact, models, tracking
+from fmnist_lib.acquisition import IDX_FILES
 from fmnist_lib.catalogue import MODELS, learning_rate_schedule
 from fmnist_lib.config import PROJECT_ROOT, Profile, profile_named
-from fmnist_lib.data import IDX_FILES, load_fashion_mnist
-from fmnist_lib.training import (
-    predictions,
-    recorded_scores,
-    reuse_or_train,
-    train,
-    training_run,
-)
+from fmnist_lib.data import load_fashion_mnist
+from fmnist_lib.recorded import predictions, recorded_scores, reuse_or_train
+from fmnist_lib.training import train, training_run
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
 CLASS_METRICS = 10
@@ -81,7 +77,7 @@ def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
         history = tracking.load_history(result.run_id)
         assert len(history) == int(params["epochs"])
         # Trained in bfloat16 or not, the logged network is served through ONNX.
-        assert serving.load(result.model_uri).backend == "onnxruntime"
+        assert artifact.load(result.model_uri).backend == "onnxruntime"
         assert list(history.columns) == ["loss", "accuracy", "val_loss", "val_accuracy"]
         assert history["loss"].tolist() == pytest.approx(result.history["loss"].tolist())
 
@@ -106,8 +102,12 @@ def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
     example = mlflow.models.Model.load(result.model_uri).load_input_example()
     prediction = loaded.predict(example)
     assert list(prediction.columns) == [
-        "class_id", "class_name", "probabilities", "confidence", "sure",
-    ]  # fmt: skip
+        "class_id",
+        "class_name",
+        "probabilities",
+        "confidence",
+        "sure",
+    ]
     x = load_fashion_mnist().for_profile(TINY).keras("test")[0][:2]
     expected = result.model.predict(x if keras else x.reshape(2, -1))
     if expected.ndim == 2:
@@ -119,6 +119,26 @@ def test_artifacts_live_beside_the_sqlite_store(store):
     tracking.use_experiment()
     location = mlflow.get_experiment_by_name(tracking.EXPERIMENT_NAME).artifact_location
     assert location == (store / "mlartifacts").as_uri()
+
+
+def test_reads_follow_the_store_of_the_moment_and_move_nothing(tmp_path, monkeypatch):
+    """A write points MLflow's fluent API at its store (MLflow's runs are process-wide); a read
+    goes through `tracking.client`, so it reads the store of the moment and moves nothing."""
+    from fmnist_lib import registry
+
+    first, second = (f"sqlite:///{tmp_path / name}.db" for name in ("first", "second"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
+    tracking.log_table("scores", "tiny", pd.DataFrame({"model": ["a"], "accuracy": [0.5]}))
+    assert mlflow.get_tracking_uri() == first
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
+    assert tracking.find_runs().empty
+    with pytest.raises(tracking.MissingRunError):
+        tracking.load_table("scores", "tiny")
+    assert registry.registered_models() == []
+    assert mlflow.get_tracking_uri() == first  # no read moved it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
+    assert tracking.load_table("scores", "tiny")["accuracy"].tolist() == [0.5]
+    assert tracking.find_runs(model="scores")["tags.model"].tolist() == ["scores"]
 
 
 def test_default_store_is_the_project_database(monkeypatch):
@@ -371,9 +391,12 @@ def _chapter_dense(units=512, steps_per_epoch=None):
 def _fit_in_run(model, data, name="dense", batch_size=128):
     with training_run(name, data, TINY) as run:
         model.fit(
-            *data.keras("train"), batch_size=batch_size, epochs=TINY.epochs,
-            validation_data=data.keras("val"), verbose=0,
-        )  # fmt: skip
+            *data.keras("train"),
+            batch_size=batch_size,
+            epochs=TINY.epochs,
+            validation_data=data.keras("val"),
+            verbose=0,
+        )
         return run.record(model)
 
 
@@ -427,9 +450,10 @@ def test_a_chapter_pipeline_is_default_only_with_the_course_settings(store):
     variants = {}
     for trees in (100, 30):
         forest = make_pipeline(
-            RandomForestClassifier(n_estimators=trees, max_features="sqrt", n_jobs=-1,
-                                   random_state=7)
-        )  # fmt: skip
+            RandomForestClassifier(
+                n_estimators=trees, max_features="sqrt", n_jobs=-1, random_state=7
+            )
+        )
         with training_run("rf", data, TINY) as run:
             forest.fit(*data.sklearn("train"))
             result = run.record(forest)
