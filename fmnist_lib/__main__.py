@@ -10,26 +10,31 @@ python -m fmnist_lib serve [MODEL] [--host HOST] [--port PORT] [--workers N]
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 
+from .acquisition import DatasetError
 from .config import ConfigError, profile_named
-from .data import DatasetError
 from .registry import CHAMPION_URI
 
 
 def parse_value(text: str):
-    """A command-line value as the type it looks like: int, float, tuple, or str."""
-    if "," in text:
-        return tuple(parse_value(part) for part in text.split(",") if part)
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+    """A command-line value as the Python literal it spells (int, float, bool, None, tuple; a
+    list becomes a tuple), a comma-separated list as a tuple, anything else as a str."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        # Not a literal: a word (relu, warmup-cosine), or words and numbers (relu,3).
+        if "," in text:
+            return tuple(parse_value(part.strip()) for part in text.split(",") if part.strip())
+        return text
+    # Sizes are tuples in the hyperparameters (hidden_units=(512, 256)); MLflow logs a list as
+    # [512, 256], which would make the same run look different.
+    return tuple(value) if isinstance(value, list) else value
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per task, its function in ``func``."""
     from .catalogue import MODELS
 
     parser = argparse.ArgumentParser(prog="python -m fmnist_lib", description=__doc__)
@@ -50,12 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a hyperparameter, e.g. --set epochs=5 --set C=3",
     )
+    train_parser.set_defaults(func=_train)
     register_parser = commands.add_parser(
         "register",
         help="register the best run of each model; promote the best of all to champion",
     )
     register_parser.add_argument("--profile", help="only runs of this profile (default: all)")
-    commands.add_parser("champion", help="say which model is the champion, or how to make one")
+    register_parser.set_defaults(func=_register)
+    champion_parser = commands.add_parser(
+        "champion", help="say which model is the champion, or how to make one"
+    )
+    champion_parser.set_defaults(func=_champion)
     tune_parser = commands.add_parser(
         "tune",
         help="run trials of an Optuna study of the dropout CNN (one worker)",
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run trials until the study holds N finished ones (all workers together)",
     )  # fmt: skip
     tune_parser.add_argument("--profile", help="quick or full, for --create")
+    tune_parser.set_defaults(func=_tune)
     serve_parser = commands.add_parser(
         "serve",
         help="serve a model as a REST API (the API of `mlflow models serve`)",
@@ -85,16 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
     serve_parser.add_argument("--port", type=int, default=5001, help="port (5001)")
     serve_parser.add_argument("--workers", type=int, default=1, help="processes (1)")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "tune":
-        return _tune(args)
-    if args.command == "register":
-        return _register(args.profile)
-    if args.command == "champion":
-        return _champion()
+    serve_parser.set_defaults(func=_serve)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: the process's arguments); its exit code."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def _train(args) -> int:
+    from .catalogue import MODELS
     from .config import get_profile
 
     try:
@@ -103,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep:
-                parser.error(f"--set expects KEY=VALUE, got {item!r}")
+                build_parser().error(f"--set expects KEY=VALUE, got {item!r}")
             overrides[key.strip()] = parse_value(value.strip())
         MODELS[args.model].params_with(profile, overrides)  # fails fast on a wrong name
         from .training import describe, train  # TensorFlow: seconds, so after the checks
@@ -157,11 +170,11 @@ def _serve(args) -> int:
     return 0
 
 
-def _register(profile: str | None) -> int:
+def _register(args) -> int:
     from . import registry
 
     try:
-        table = registry.register_best(profile_named(profile).name if profile else None)
+        table = registry.register_best(profile_named(args.profile).name if args.profile else None)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -173,10 +186,10 @@ def _register(profile: str | None) -> int:
         )
         return 1
     print(table.to_string(index=False))
-    return _champion()
+    return _champion(args)
 
 
-def _champion() -> int:
+def _champion(args) -> int:
     from . import registry
 
     try:

@@ -99,16 +99,13 @@ def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tup
     """Wilson's interval for an accuracy of ``correct`` right answers out of ``total``: where
     the model's accuracy on all such images lies, with ``confidence``, given this sample.
     (At 92% on 10,000 images: about +-0.5 point.)"""
-    from scipy.stats import norm
+    from scipy.stats import binomtest
 
     if total <= 0:
         raise ValueError("An accuracy needs at least one image.")
-    z = float(norm.ppf(0.5 + confidence / 2))
-    share = correct / total
-    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * np.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
-    half /= 1 + z * z / total
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # "wilson" is the score interval without continuity correction ("wilsoncc" adds one).
+    ci = binomtest(correct, total).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)

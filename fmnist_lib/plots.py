@@ -357,7 +357,7 @@ def optimization_history(trials: pd.DataFrame) -> Figure:
     ax.plot(
         trials.index[pruned], trials["val accuracy"][pruned], "o", mfc="none", label="pruned trial"
     )
-    best = trials["val accuracy"].where(done).cummax()
+    best = trials["val accuracy"].where(done).cummax().ffill()  # a pruned trial changes nothing
     ax.step(trials.index, best, where="post", color="C2", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy")

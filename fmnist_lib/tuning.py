@@ -150,11 +150,18 @@ def create_study(name: str, profile: Profile | None = None, storage: str | None 
 
 def _redact(url: str) -> str:
     """A database URL without its password, fit for a log."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        rest = f"{user}:***@{rest.split('@', 1)[1]}"
-    return scheme + sep + rest
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads
+        parsed = None
+    if parsed is None or "@" in (parsed.host or ""):  # or an "@" left unquoted in the password
+        return "***@" + url.rpartition("@")[2] if "@" in url else url
+    if parsed.password is None:
+        return url  # as given: rendering would re-quote a path or query for nothing
+    return parsed.render_as_string(hide_password=True)
 
 
 def load_study(name: str, storage: str | None = None):
@@ -334,7 +341,8 @@ def trials_table(study) -> pd.DataFrame:
 
 
 def importances(study) -> pd.Series:
-    """How much each hyperparameter mattered for validation accuracy (fANOVA, summing to 1)."""
+    """How much each hyperparameter mattered for validation accuracy (Optuna's default
+    evaluator, PED-ANOVA in Optuna 5; the shares sum to 1)."""
     import optuna
 
     return pd.Series(optuna.importance.get_param_importances(study), name="importance")

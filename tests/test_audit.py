@@ -21,6 +21,15 @@ def test_exact_duplicates_groups(stack):
     assert groups == [[1, 5, 7], [2, 6]]
 
 
+def test_exact_duplicates_come_in_the_order_of_their_first_image():
+    x = np.zeros((6, 28, 28), dtype=np.uint8)
+    x[[1, 4]] = 9  # the later group's bytes sort first: the order is not the bytes' order
+    x[[0, 3, 5]] = 200
+    x[2] = 1
+    assert [g.tolist() for g in audit.exact_duplicates(x)] == [[0, 3, 5], [1, 4]]
+    assert audit.exact_duplicates(x[:0]) == [] and audit.exact_duplicates(x[:3]) == []
+
+
 def test_shared_images_between_sets(stack):
     other = np.stack([stack[3], stack[0] ^ 1, stack[1]])
     pairs = audit.shared_images(stack, other)
@@ -31,12 +40,21 @@ def test_shared_images_between_sets(stack):
 def test_nearest_neighbours_matches_brute_force(stack):
     rng = np.random.default_rng(2)
     queries = rng.integers(0, 256, size=(13, 28, 28), dtype=np.uint8)
-    nearest, diff = audit.nearest_neighbours(queries, stack, chunk=4)
+    nearest, diff = audit.nearest_neighbours(queries, stack)
     q = queries.reshape(13, -1).astype(float)
     r = stack.reshape(8, -1).astype(float)
     brute = ((q[:, None] - r[None]) ** 2).sum(-1).argmin(1)
     np.testing.assert_array_equal(nearest, brute)
     np.testing.assert_allclose(diff, np.abs(q - r[brute]).mean(1), rtol=1e-6)
+
+
+def test_nearest_neighbours_picks_the_first_of_equal_references(stack):
+    # stack[5] and stack[7] copy stack[1], stack[6] copies stack[2]: exact ties at distance 0.
+    nearest, diff = audit.nearest_neighbours(stack, stack)
+    assert nearest.tolist() == [0, 1, 2, 3, 4, 1, 2, 1] and not diff.any()
+    rng = np.random.default_rng(3)
+    noisy = np.clip(stack[[7, 6]] + rng.integers(0, 3, (2, 28, 28)), 0, 255).astype(np.uint8)
+    assert audit.nearest_neighbours(noisy, stack)[0].tolist() == [1, 2]
 
 
 def test_near_duplicates_respects_the_threshold(stack):

@@ -26,6 +26,35 @@ def test_wilson_interval_matches_known_values():
         accuracy_interval(0, 0)
 
 
+def _wilson_by_hand(correct, total, confidence):
+    """Wilson's score interval as the library computed it before it called SciPy (Newcombe
+    1998, method 3: no continuity correction)."""
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + confidence / 2)
+    share = correct / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
+    half /= 1 + z * z / total
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_accuracy_interval_is_the_wilson_interval_without_continuity_correction():
+    from scipy.stats import binomtest
+
+    pairs = [(k, n) for n in range(1, 41) for k in range(n + 1)]
+    pairs += [(k, n) for n in (100, 1000, 10000, 60000) for k in (0, 1, n // 2, 92 * n // 100, n)]
+    for confidence in (0.5, 0.9, 0.95, 0.99):
+        for k, n in pairs:
+            expected = _wilson_by_hand(k, n, confidence)
+            np.testing.assert_allclose(
+                accuracy_interval(k, n, confidence), expected, rtol=0, atol=1e-15
+            )
+    # Not the continuity-corrected variant, which is wider by about 1/(2n) on each side.
+    corrected = binomtest(9, 10).proportion_ci(method="wilsoncc")
+    assert corrected.low < accuracy_interval(9, 10)[0] - 0.01
+
+
 def test_interval_shrinks_with_more_images():
     narrow = np.subtract(*accuracy_interval(9200, 10000)[::-1])
     wide = np.subtract(*accuracy_interval(920, 1000)[::-1])

@@ -99,3 +99,65 @@ def test_feature_maps_of_a_keras_layer(labelled):
     x, _ = labelled
     fig = plots.feature_maps(build_dropout_cnn(), x[0, ..., None] / 255.0, layer=0, n=8)
     assert sum(bool(ax.images) for ax in fig.get_axes()) == 1 + 8
+
+
+@pytest.fixture
+def study():
+    """A small Optuna study with complete and pruned trials, in memory, trained on nothing."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+
+    def objective(trial):
+        rate = trial.suggest_float("learning_rate", 0, 1)
+        filters = trial.suggest_categorical("filters", ["small", "large"])
+        value = (
+            0.8 * rate + (0.1 if filters == "large" else 0) + 0.01 * trial.suggest_int("d", 1, 5)
+        )
+        trial.report(value / 2, 0)
+        if trial.number % 4 == 3:
+            raise optuna.TrialPruned()
+        return value
+
+    study.optimize(objective, n_trials=12)
+    return study
+
+
+def test_optimization_history_plots_the_study_s_trials(study):
+    # Optuna's plot_optimization_history is not used: it leaves pruned trials out, draws the
+    # best value as a line rather than steps, and switches every later figure to ggplot style.
+    from optuna.trial import TrialState
+
+    from fmnist_lib import tuning
+
+    ax = plots.optimization_history(tuning.trials_table(study)).get_axes()[0]
+    done, pruned, best = ax.get_lines()
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    stopped = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert done.get_xdata().tolist() == [t.number for t in complete]
+    assert done.get_ydata().tolist() == [t.value for t in complete]
+    assert pruned.get_xdata().tolist() == [t.number for t in stopped] != []
+    assert pruned.get_ydata().tolist() == [t.intermediate_values[0] for t in stopped]
+    # The best so far: a pruned trial leaves it as it was.
+    so_far = [
+        max((t.value for t in complete if t.number <= n), default=np.nan)
+        for n in range(len(study.trials))
+    ]
+    np.testing.assert_array_equal(best.get_ydata(), so_far)
+    assert best.get_drawstyle() == "steps-post"
+
+
+def test_param_importances_plots_optuna_s_importances(study):
+    import optuna
+
+    from fmnist_lib import tuning
+
+    ax = plots.param_importances(tuning.importances(study)).get_axes()[0]
+    expected = optuna.importance.get_param_importances(study)  # the default evaluator, as today
+    drawn = {
+        tick.get_text(): bar.get_width()
+        for tick, bar in zip(ax.get_yticklabels(), ax.patches, strict=True)
+    }
+    assert drawn == pytest.approx(expected, rel=1e-12)
+    assert list(drawn) == sorted(expected, key=expected.get)  # the largest at the top

@@ -195,6 +195,74 @@ def test_cli_trains_and_tracks(store):
     assert runs["params.n_estimators"].tolist() == ["10"]
 
 
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("5", 5),
+        ("-3", -3),
+        ("1_000", 1000),
+        ("0.5", 0.5),
+        (".5", 0.5),
+        ("1e-3", 0.001),
+        ("32,16", (32, 16)),
+        ("32, 16", (32, 16)),
+        ("32,", (32,)),
+        ("[32, 64]", (32, 64)),  # a list is a tuple, like the defaults
+        ("(32, 64)", (32, 64)),
+        ("0.1,0.2", (0.1, 0.2)),
+        ("relu,3", ("relu", 3)),
+        ("True", True),
+        ("False", False),
+        ("None", None),
+        ("relu", "relu"),
+        ("'relu'", "relu"),
+        ("warmup-cosine", "warmup-cosine"),
+        ("mixed_bfloat16", "mixed_bfloat16"),
+        ("", ""),
+    ],
+)
+def test_set_values_are_the_literals_they_spell(text, value):
+    from fmnist_lib.__main__ import parse_value
+
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+    if isinstance(value, tuple):
+        assert [type(v) for v in parsed] == [type(v) for v in value]
+
+
+def test_each_command_has_its_function_and_its_defaults():
+    from fmnist_lib import __main__ as cli
+    from fmnist_lib.registry import CHAMPION_URI
+
+    parser = cli.build_parser()
+    train_args = parser.parse_args(["train", "rf", "--set", "a=1", "--set", "b=2"])
+    assert train_args.func is cli._train and train_args.set == ["a=1", "b=2"]
+    assert parser.parse_args(["register"]).func is cli._register
+    assert parser.parse_args(["champion"]).func is cli._champion
+    tune = parser.parse_args(["tune", "s", "--until", "8"])
+    assert tune.func is cli._tune and (tune.trials, tune.until, tune.create) == (1, 8, False)
+    serve = parser.parse_args(["serve"])
+    assert serve.func is cli._serve and serve.model == CHAMPION_URI
+    assert (serve.host, serve.port, serve.workers) == ("127.0.0.1", 5001, 1)
+
+
+def test_cli_refuses_bad_input_before_training(store, capsys):
+    from fmnist_lib.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "rf", "--set", "trees"])
+    assert exit_.value.code == 2
+    assert "python -m fmnist_lib: error: --set expects KEY=VALUE, got 'trees'" in (
+        capsys.readouterr().err
+    )
+    assert main(["train", "rf", "--profile", "quick", "--set", "trees=3"]) == 1
+    assert capsys.readouterr().err.startswith("error: rf has no hyperparameter ['trees']")
+    assert main(["train", "rf", "--profile", "fast"]) == 1
+    assert "Unknown profile 'fast'" in capsys.readouterr().err
+    assert main(["serve", "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "error: --workers must be 1 or more\n"
+
+
 @pytest.mark.slow
 def test_cli_reports_bad_input_without_traceback(store):
     result = _cli("rf", "--profile", "quick", "--set", "trees=3", store=store)

@@ -133,10 +133,36 @@ def test_a_worker_without_a_study_is_told_to_create_it(stores):
     assert "Traceback" not in result.stderr
 
 
-def test_passwords_stay_out_of_the_logs():
-    url = "postgresql://course:s3cret@db.example.org/optuna"
-    assert tuning._redact(url) == "postgresql://course:***@db.example.org/optuna"
-    assert tuning._redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
+@pytest.mark.parametrize(
+    "url, logged",
+    [
+        (
+            "postgresql://course:s3cret@db.example.org/optuna",
+            "postgresql://course:***@db.example.org/optuna",
+        ),
+        (  # percent-encoded "p@ss:w/d%", as a password with those characters must be written
+            "postgresql+psycopg://course:p%40ss%3Aw%2Fd%25@db:5432/optuna?sslmode=require",
+            "postgresql+psycopg://course:***@db:5432/optuna?sslmode=require",
+        ),
+        ("postgresql://course:pa:ss@db/optuna", "postgresql://course:***@db/optuna"),
+        ("postgresql://u:@h/d", "postgresql://u:***@h/d"),
+        ("postgresql://u:pw@[::1]:5432/d", "postgresql://u:***@[::1]:5432/d"),
+        ("postgresql://course@db/optuna", "postgresql://course@db/optuna"),
+        # Without a password, the URL as given, not re-quoted.
+        ("sqlite:///optuna.db", "sqlite:///optuna.db"),
+        ("sqlite:////home/me/my course/optuna.db", "sqlite:////home/me/my course/optuna.db"),
+        ("sqlite:///C:\\course\\optuna.db", "sqlite:///C:\\course\\optuna.db"),
+        ("sqlite:///ü.db", "sqlite:///ü.db"),
+        # Not URLs SQLAlchemy reads: kept, less anything before an "@"; never an error.
+        ("optuna.db", "optuna.db"),
+        ("", ""),
+        ("course:s3cret@db/optuna", "***@db/optuna"),
+        ("postgresql://course:p@ss@db/optuna", "***@db/optuna"),  # an unquoted "@"
+        ("postgresql://u:s3cret@h1:1,h2:2/d", "***@h1:1,h2:2/d"),
+    ],
+)
+def test_passwords_stay_out_of_the_logs(url, logged):
+    assert tuning._redact(url) == logged
 
 
 def _chapter_8_objective(study):
