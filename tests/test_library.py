@@ -44,3 +44,20 @@ def test_the_library_imports_one_way():
         raise AssertionError(f"import cycle: {' -> '.join(err.args[1])}") from None
     assert order.index("_compat") < order.index("serving") < order.index("artifact")
     assert order.index("artifact") < order.index("training")
+
+
+def test_a_chapter_points_mlflows_own_functions_at_the_course_store_before_using_them():
+    """The library reads through its own client and never moves MLflow's process-wide store, so
+    a chapter calling ``mlflow.search_runs`` and the like sets it first (under pytest the
+    environment would hide a chapter that forgot: the full build would read ./mlflow.db)."""
+    import re
+
+    from fmnist_lib.config import PROJECT_ROOT
+
+    fluent = re.compile(r"\bmlflow\.(?!set_tracking_uri\b|MlflowClient\b)[a-z_.]+\(")
+    for chapter in sorted((PROJECT_ROOT / "book").glob("[0-9][0-9]_*.md")):
+        code = "\n".join(re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", chapter.read_text(), re.S))
+        first_use = fluent.search(code)
+        if first_use:
+            pointed = code.find("mlflow.set_tracking_uri(tracking.tracking_uri())")
+            assert 0 <= pointed < first_use.start(), f"{chapter.name}: {first_use.group()}"
