@@ -226,7 +226,7 @@ def main() -> None:
     try:
         available = available_models(tracking.tracking_uri())
     except Exception as err:  # an unreachable tracking server must not show a traceback
-        notice.error(f"The MLflow store {tracking.tracking_uri()} cannot be read: {err}")
+        notice.error(f"The MLflow store {tracking.shown_uri()} cannot be read: {err}")
         return
     if not available:
         notice.warning(registry.no_model_message())

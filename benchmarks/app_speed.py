@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {registry.no_model_message()}", file=sys.stderr)
         return 1
     model = models[0]
-    print(f"Model: {model.label}, from {tracking.tracking_uri()}")
+    print(f"Model: {model.label}, from {tracking.shown_uri()}")
     print(f"\nWarm, per uploaded image (median and 90th percentile of {args.repeats}):")
     rows = warm(args.repeats, model)
     for name, median, p90 in rows:

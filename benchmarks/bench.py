@@ -372,7 +372,6 @@ def _studio_jpeg(image: np.ndarray) -> bytes:
 
 
 def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
-    import mlflow.pyfunc
 
     from fmnist_lib import artifact, preprocess, serving
     from fmnist_lib.acquisition import load_test_set
@@ -413,7 +412,7 @@ def bench_inference(report: Report, model_uri: str, smoke: bool) -> None:
         report.add("inference", f"{measure}: p99", p99, "ms")
     p50, _ = percentiles(timed(lambda: classifier.classify([pngs[0]]), repeats // 3))
     report.add("inference", "one PNG through classify() (with its output table): p50", p50, "ms")
-    pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+    pyfunc = artifact.load_pyfunc(model_uri)
     frame = serving.images_frame([base64.b64encode(pngs[0]).decode()])
     p50, _ = percentiles(timed(lambda: pyfunc.predict(frame), repeats // 3))
     report.add(
@@ -556,9 +555,7 @@ def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
     connections, each request sent in one write, single images and batches of 64."""
     import urllib.request
 
-    import mlflow.pyfunc
-
-    from fmnist_lib import api, preprocess, serving
+    from fmnist_lib import api, artifact, preprocess, serving
     from fmnist_lib.acquisition import load_test_set
 
     test_images = load_test_set()[0]
@@ -573,7 +570,7 @@ def bench_api(report: Report, model_uri: str, smoke: bool) -> None:
 
     single, batch = body(encoded[:1]), body(encoded)
     # What the model itself costs per request, to tell it from the server's share.
-    pyfunc = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
+    pyfunc = artifact.load_pyfunc(model_uri)
     one, many = serving.images_frame(encoded[:1]), serving.images_frame(encoded)
     in_process, _ = percentiles(timed(lambda: pyfunc.predict(one), 50 if smoke else 500))
     in_batch, _ = percentiles(timed(lambda: pyfunc.predict(many), 5 if smoke else 100))

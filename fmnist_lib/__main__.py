@@ -131,7 +131,7 @@ def _train(args) -> int:
 
 
 def _tune(args) -> int:
-    from . import tuning
+    from . import tracking, tuning
 
     try:
         if args.create:
@@ -140,7 +140,8 @@ def _tune(args) -> int:
         study = tuning.run_trials(args.study, args.trials, until=args.until)
     except KeyError:  # Optuna's "Record does not exist" (before LookupError, its parent)
         print(
-            f"error: no study {args.study!r} in {tuning.storage_url()}: create it with --create.",
+            f"error: no study {args.study!r} in {tracking.redact(tuning.storage_url())}: "
+            "create it with --create.",
             file=sys.stderr,
         )
         return 1
@@ -158,6 +159,7 @@ def _serve(args) -> int:
     from mlflow.exceptions import MlflowException
 
     from . import api
+    from .artifact import ArtifactError
 
     if args.workers < 1:
         print("error: --workers must be 1 or more", file=sys.stderr)
@@ -166,6 +168,9 @@ def _serve(args) -> int:
         api.serve_api(args.model, args.host, args.port, args.workers)
     except MlflowException as err:
         print(f"error: cannot load {args.model}: {err.message}", file=sys.stderr)
+        return 1
+    except ArtifactError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
 

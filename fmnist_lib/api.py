@@ -3,11 +3,12 @@ process or, for the length of a ``with`` block, in a process of its own."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import _compat, tracking
+from . import _compat, artifact, tracking
 
 
 def serve_api(model: str, host: str = "127.0.0.1", port: int = 5001, workers: int = 1) -> None:
@@ -18,10 +19,14 @@ def serve_api(model: str, host: str = "127.0.0.1", port: int = 5001, workers: in
     from mlflow.utils.file_utils import path_to_local_file_uri
     from uvicorn.supervisors import Multiprocess
 
-    folder = Path(model)
     with tempfile.TemporaryDirectory() as scratch:
-        if not folder.is_dir():
-            folder = Path(tracking.download(model, f"{scratch}/model"))
+        # A copy of its own, checked: a worker (re)started later loads exactly what was checked.
+        folder = Path(scratch, "model")
+        if Path(model).is_dir():
+            shutil.copytree(model, folder, symlinks=True)
+        else:
+            folder = Path(tracking.download(model, str(folder)))
+        artifact.verify(folder, model)  # MLflow's app would run the code the folder carries
         app = _compat.serve_model_at(path_to_local_file_uri(str(folder)))
         config = _compat.TcpConfig(app, host=host, port=port, workers=workers)
         if workers > 1:
@@ -48,6 +53,7 @@ def api_server(model_uri: str, port: int | None = None, log: Path | None = None,
     env = env_with(MLFLOW_TRACKING_URI=tracking.tracking_uri())
     with tempfile.TemporaryDirectory() as folder:
         local = tracking.download(model_uri, f"{folder}/model")
+        artifact.verify(local, model_uri)  # a clear error here, not a server that dies
         command = [sys.executable, "-m", "fmnist_lib", "serve", local, "--port", str(port)]
         command += ["--workers", str(workers)]
         log = log or Path(folder) / "serve.log"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -13,7 +15,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 
-from . import _compat, preprocess, tracking
+from . import _compat, model_files, preprocess, tracking
 from .calibration import Calibration
 from .model_files import export_onnx, save_native
 from .serving import INPUT_COLUMN, Classifier, images_frame
@@ -107,20 +109,124 @@ def log_model(
             quiet.setLevel(level)
 
 
-def load(model_uri: str) -> Classifier:
-    """The `Classifier` behind a logged or registered artifact, e.g.
-    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba`. MLflow warns
-    if the artifact's pinned packages differ from the installed ones (see
+class ArtifactError(ValueError):
+    """A model folder that is not an artifact this library logged: it is not loaded, since
+    loading an MLflow model runs the code it carries."""
+
+
+_CODE_FILE = Path(__file__).with_name("_serving_model.py")
+# What `log_model` writes (and MLflow adds when it downloads a registered version), nothing else.
+_EXPECTED_FILES = {
+    "MLmodel", "_serving_model.py", "requirements.txt", "python_env.yaml", "conda.yaml",
+    "input_example.json", "serving_input_example.json", "registered_model_meta",
+}  # fmt: skip
+_FAMILIES = ("keras", "sklearn")
+_FLAVOR_KEYS = {
+    "artifacts", "cloudpickle_version", "code", "config", "env", "loader_module",
+    "model_code_path", "python_version", "streamable",
+}  # fmt: skip
+
+
+def verify(folder: str | Path, name: str | None = None) -> None:
+    """Check that ``folder`` holds an artifact `log_model` made before anything in it runs: the
+    code file MLflow executes identical to the installed library's, no pickled object, and
+    only the files `log_model` writes (the model itself in its library's safe format: Keras
+    with its safe mode, skops with the types listed in `model_files`). Raises `ArtifactError`
+    saying what is wrong; ``name`` (a URI) names the model in that sentence."""
+    import yaml
+
+    folder = Path(folder)
+    what = name or str(folder)
+
+    def refuse(reason: str) -> ArtifactError:
+        return ArtifactError(
+            f"{what} is not a model this course logged ({reason}); it is not loaded, because "
+            "loading a model runs the code it carries. Serve a model trained by the course."
+        )
+
+    try:
+        spec = yaml.safe_load((folder / "MLmodel").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        spec = None
+    if not isinstance(spec, dict) or not isinstance(spec.get("flavors"), dict):
+        raise refuse("no readable MLmodel file")
+    flavor = spec["flavors"].get("python_function")
+    if set(spec["flavors"]) != {"python_function"} or not isinstance(flavor, dict):
+        raise refuse("another flavor than the course's")
+    # Only the keys log_model writes: MLflow acts on others (``data`` moves the folder it loads
+    # from, ``code`` adds to the import path, ``python_model`` unpickles).
+    if set(flavor) - _FLAVOR_KEYS or flavor.get("code") is not None:
+        raise refuse(
+            f"settings MLflow would act on: {', '.join(sorted(set(flavor) - _FLAVOR_KEYS))}"
+        )
+    if flavor.get("loader_module") != "mlflow.pyfunc.loaders.code_model":
+        raise refuse("a pickled Python model, not the course's code file")
+    # MLflow runs the file of this name in the folder: it must be ours, byte for byte.
+    if Path(str(flavor.get("model_code_path", ""))).name != _CODE_FILE.name:
+        raise refuse("another code file than _serving_model.py")
+    code = folder / _CODE_FILE.name
+    if not code.is_file() or _text(code) != _text(_CODE_FILE):
+        raise refuse("its _serving_model.py differs from this version of the library's")
+    config = flavor.get("config")
+    family = config.get("family") if isinstance(config, dict) else None
+    if family not in _FAMILIES:
+        raise refuse(f"an unknown model family {family!r}")
+    # The files MLflow hands the model: only ours, inside the folder.
+    files = flavor.get("artifacts")
+    paths = {k: v.get("path") if isinstance(v, dict) else None for k, v in (files or {}).items()}
+    expected = {"model": f"artifacts/{model_files.native_file(family)}"}
+    if family == "keras" and "onnx" in paths:
+        expected["onnx"] = "artifacts/model.onnx"
+    if paths != expected:
+        raise refuse("model files other than the course's")
+    found = set()
+    for root, dirs, names in os.walk(folder):  # symbolic links are refused, not followed
+        for entry in [*dirs, *names]:
+            path = Path(root, entry)
+            if path.is_symlink():
+                raise refuse(f"a symbolic link, {path.relative_to(folder)}")
+            if entry in names:
+                found.add(path.relative_to(folder).as_posix())
+    allowed = _EXPECTED_FILES | set(expected.values())
+    if found - allowed:
+        raise refuse(f"unexpected files: {', '.join(sorted(found - allowed))}")
+    if not set(expected.values()) <= found:
+        raise refuse("no model file")
+    requirement = re.compile(r"[A-Za-z0-9._-]+==[A-Za-z0-9.+!_-]+")
+    for line in (
+        _text(folder / "requirements.txt").splitlines() if "requirements.txt" in found else []
+    ):
+        if line.strip() and not requirement.fullmatch(line.strip()):
+            raise refuse("a requirements.txt with more than pinned packages")
+
+
+def _text(path: Path) -> str:
+    # Line endings aside: a checkout on Windows may have written the code file with CRLF.
+    return path.read_bytes().replace(b"\r\n", b"\n").decode("utf-8", errors="replace")
+
+
+def load_pyfunc(model_uri: str):
+    """The MLflow pyfunc model behind ``model_uri``, as `mlflow.pyfunc.load_model` gives it,
+    once `verify` has checked its files (`ArtifactError` if it is not one the library logged).
+    MLflow warns if the artifact's pinned packages differ from the installed ones (see
     `_compat.fast_pin_check`)."""
-    # The files stay while the classifier lives: a network served through ONNX loads its
-    # Keras file from there only when asked.
+    # The files stay while the model lives: a network served through ONNX loads its Keras file
+    # from there only when asked.
     folder = tempfile.mkdtemp(prefix="fmnist-model-")
     try:
         local = tracking.download(model_uri, folder)
+        verify(local, model_uri)
         with _compat.fast_pin_check():
-            classifier = mlflow.pyfunc.load_model(local).unwrap_python_model()
+            model = mlflow.pyfunc.load_model(local)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    weakref.finalize(classifier, shutil.rmtree, folder, True)
-    return classifier
+    weakref.finalize(model.unwrap_python_model(), shutil.rmtree, folder, True)
+    return model
+
+
+def load(model_uri: str) -> Classifier:
+    """The `Classifier` behind a logged or registered artifact, e.g.
+    ``models:/fashion-mnist@champion``, ready for `classify` and `predict_proba` (checked and
+    loaded by `load_pyfunc`)."""
+    return load_pyfunc(model_uri).unwrap_python_model()

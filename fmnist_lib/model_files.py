@@ -20,6 +20,13 @@ SKOPS_TRUSTED_TYPES = [
 ]
 _NATIVE_FILE = {"keras": "model.keras", "sklearn": "model.skops"}
 FAMILIES = tuple(_NATIVE_FILE)
+
+
+def native_file(family: str) -> str:
+    """The name of a model file of ``family`` (``keras`` or ``sklearn``)."""
+    return _NATIVE_FILE[family]
+
+
 # The ONNX export may differ from Keras by float rounding only; anything more and it is not used.
 ONNX_TOLERANCE = 1e-4
 

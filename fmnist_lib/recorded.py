@@ -57,7 +57,6 @@ def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarr
     ``validation`` and ``test`` images, as that run recorded them, for paired comparisons across
     chapters. A run made before runs recorded predictions is reloaded and run once, and its
     predictions recorded in it."""
-    import mlflow
 
     profile = profile or get_profile()
     run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
@@ -66,8 +65,8 @@ def predictions(name: str, profile: Profile | None = None) -> dict[str, np.ndarr
     except tracking.MissingRunError:
         result = reuse_or_train(name, profile)
         found = {"validation": result.validation.y_pred, "test": result.evaluation.y_pred}
-        with mlflow.start_run(run_id=run["run_id"]):
-            tracking.log_predictions(found)
+        # Added to the finished run, never reopened: an error here leaves it FINISHED.
+        tracking.log_predictions(found, run_id=run["run_id"])
         return found
 
 
@@ -87,7 +86,6 @@ def recorded_scores(name: str, profile: Profile | None = None) -> RecordedScores
     course's model ``name`` recorded for the validation and test images: chapter 8 votes with
     chapter 2's HOG SVM without running it again. A run made before runs recorded scores is
     reloaded and run once, and its scores recorded in it."""
-    import mlflow
 
     profile = profile or get_profile()
     run = tracking.latest_runs(profile.name, [name], require=True).iloc[0]
@@ -95,8 +93,7 @@ def recorded_scores(name: str, profile: Profile | None = None) -> RecordedScores
         scores = tracking.load_scores(run["run_id"])
     except tracking.MissingRunError:
         result = reuse_or_train(name, profile)
-        with mlflow.start_run(run_id=result.run_id):
-            tracking.log_scores(result.scores)
+        tracking.log_scores(result.scores, run_id=result.run_id)
         return RecordedScores(name, result.run_id, result.fit_time, result.scores)
     return RecordedScores(name, run["run_id"], float(run["metrics.fit_time_s"]), scores)
 

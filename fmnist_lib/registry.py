@@ -207,7 +207,7 @@ def register_result(result) -> dict:
 def no_model_message() -> str:
     """What to run when nothing is registered yet."""
     return (
-        f"No model is registered as {CHAMPION_URI} in {tracking.tracking_uri()}. Train one "
+        f"No model is registered as {CHAMPION_URI} in {tracking.shown_uri()}. Train one "
         "and register it: `python -m fmnist_lib train cnn` then `python -m fmnist_lib register`."
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,34 @@ DEFAULT_DB = PROJECT_ROOT / "mlflow.db"
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, or the project's embedded SQLite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+
+
+def shown_uri() -> str:
+    """`tracking_uri` as a message or a page may show it: without a password."""
+    return redact(tracking_uri())
+
+
+# A password passed as a query parameter (libpq's ?password=, or sslpassword).
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:ssl)?(?:password|passwd|pwd)=)[^&#]*")
+
+
+def redact(url: str) -> str:
+    """A database or server URL without its password (in the user part or the query), fit for
+    a log, a message or a page; anything that is not a URL, as given less what precedes an "@".
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = _QUERY_SECRET.sub(r"\1***", url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads
+        parsed = None
+    if parsed is None or "@" in (parsed.host or ""):  # or an "@" left unquoted in the password
+        return "***@" + url.rpartition("@")[2] if "@" in url else url
+    if parsed.password is None:
+        return url  # as given: rendering would re-quote a path or query for nothing
+    return parsed.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
 
 
 def client():
@@ -196,7 +225,7 @@ def latest_runs(
         if require and missing:
             raise MissingRunError(
                 f"No finished {profile!r} run of {', '.join(missing)} in the MLflow store "
-                f"({tracking_uri()}). Run the chapter that trains it first, or "
+                f"({shown_uri()}). Run the chapter that trains it first, or "
                 f"`python -m fmnist_lib train {missing[0]} --profile {profile}`."
             )
         latest = latest.reindex([m for m in models if m in latest.index])
@@ -216,12 +245,17 @@ def load_history(run_id: str) -> pd.DataFrame:
 PREDICTIONS_FILE = "predictions.json"
 
 
-def log_predictions(predictions: dict[str, np.ndarray]) -> None:
+def log_predictions(predictions: dict[str, np.ndarray], run_id: str | None = None) -> None:
     """Record a run's predicted class ids per split (``{"validation": ..., "test": ...}``), so
-    that later chapters compare two models image by image without running them again."""
+    that later chapters compare two models image by image without running them again. In the
+    active run, or added to the finished run ``run_id`` without reopening it."""
     import mlflow
 
-    mlflow.log_dict({k: np.asarray(v).tolist() for k, v in predictions.items()}, PREDICTIONS_FILE)
+    lists = {k: np.asarray(v).tolist() for k, v in predictions.items()}
+    if run_id is None:
+        mlflow.log_dict(lists, PREDICTIONS_FILE)
+    else:
+        client().log_dict(run_id, lists, PREDICTIONS_FILE)
 
 
 def load_predictions(run_id: str) -> dict[str, np.ndarray]:
@@ -242,17 +276,21 @@ def load_predictions(run_id: str) -> dict[str, np.ndarray]:
 SCORES_FILE = "scores.npz"
 
 
-def log_scores(scores: dict[str, np.ndarray]) -> None:
+def log_scores(scores: dict[str, np.ndarray], run_id: str | None = None) -> None:
     """Record a run's class scores per split (``{"validation": (n, 10), "test": (n, 10)}``:
     probabilities, or an SVM's vote shares), so that a later chapter can vote with the model
-    without running it again: reloaded, an SVM predicts with libsvm on one core, for minutes."""
+    without running it again: reloaded, an SVM predicts with libsvm on one core, for minutes.
+    In the active run, or added to the finished run ``run_id`` without reopening it."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / SCORES_FILE
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in scores.items()}
         np.savez_compressed(path, **arrays)
-        mlflow.log_artifact(str(path))
+        if run_id is None:
+            mlflow.log_artifact(str(path))
+        else:
+            client().log_artifact(run_id, str(path))
 
 
 def load_scores(run_id: str) -> dict[str, np.ndarray]:
@@ -335,7 +373,7 @@ def load_table(name: str, profile: str) -> pd.DataFrame:
     runs = find_runs(profile, name)
     if runs.empty:
         raise MissingRunError(
-            f"No {name!r} table for the {profile!r} profile in {tracking_uri()}: "
+            f"No {name!r} table for the {profile!r} profile in {shown_uri()}: "
             "run the chapter that records it first."
         )
     newest = runs.iloc[0]

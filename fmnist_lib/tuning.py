@@ -141,27 +141,11 @@ def create_study(name: str, profile: Profile | None = None, storage: str | None 
         tracking.use_experiment()
         tags = {"model": TUNED_MODEL, "profile": profile.name, "optuna.study": name}
         with mlflow.start_run(run_name=f"study {name}", tags=tags) as run:
-            mlflow.log_params({**budget, "storage": _redact(storage or storage_url())})
+            mlflow.log_params({**budget, "storage": tracking.redact(storage or storage_url())})
         settings = Settings(profile.name, mlflow_run_id=run.info.run_id, **budget)
         study.set_user_attr("settings", settings.__dict__)
         study.enqueue_trial(course_settings(profile))
     return study
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, fit for a log."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads
-        parsed = None
-    if parsed is None or "@" in (parsed.host or ""):  # or an "@" left unquoted in the password
-        return "***@" + url.rpartition("@")[2] if "@" in url else url
-    if parsed.password is None:
-        return url  # as given: rendering would re-quote a path or query for nothing
-    return parsed.render_as_string(hide_password=True)
 
 
 def load_study(name: str, storage: str | None = None):

@@ -550,10 +550,14 @@ def test_predictions_of_a_run_that_recorded_none_are_computed_once_and_recorded(
     next(path for path in files if result.run_id in str(path)).unlink()
     with pytest.raises(tracking.MissingRunError):
         tracking.load_predictions(result.run_id)
+    before = tracking.client().get_run(result.run_id).info
     found = predictions("rf", TINY)
     np.testing.assert_array_equal(found["test"], result.evaluation.y_pred)
     np.testing.assert_array_equal(tracking.load_predictions(result.run_id)["test"], found["test"])
     assert len(tracking.find_runs("tiny", "rf")) == 1  # reloaded, not trained again
+    after = tracking.client().get_run(result.run_id).info
+    # Amended, never reopened: still finished, at the time it finished.
+    assert (after.status, after.end_time) == ("FINISHED", before.end_time)
 
 
 @pytest.mark.slow

@@ -159,10 +159,17 @@ def test_a_worker_without_a_study_is_told_to_create_it(stores):
         ("course:s3cret@db/optuna", "***@db/optuna"),
         ("postgresql://course:p@ss@db/optuna", "***@db/optuna"),  # an unquoted "@"
         ("postgresql://u:s3cret@h1:1,h2:2/d", "***@h1:1,h2:2/d"),
+        # libpq also takes the password as a query parameter.
+        ("postgresql://u@h/d?password=s3cret", "postgresql://u@h/d?password=***"),
+        (
+            "postgresql://u:pw@h/d?sslmode=require&PASSWORD=s3cret&sslpassword=k3y",
+            "postgresql://u:***@h/d?PASSWORD=***&sslmode=require&sslpassword=***",  # sorted
+        ),
+        ("http://u:s3cret@tracking.example.org:5000", "http://u:***@tracking.example.org:5000"),
     ],
 )
 def test_passwords_stay_out_of_the_logs(url, logged):
-    assert tuning._redact(url) == logged
+    assert tracking.redact(url) == logged
 
 
 def _chapter_8_objective(study):
