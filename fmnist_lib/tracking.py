@@ -70,8 +70,32 @@ def download(artifact_uri: str, dst_path: str | None = None) -> str:
 
     uri = tracking_uri()
     return mlflow.artifacts.download_artifacts(
-        artifact_uri, dst_path=dst_path, tracking_uri=uri, registry_uri=uri
+        _artifact_location(artifact_uri), dst_path=dst_path, tracking_uri=uri, registry_uri=uri
     )
+
+
+def _artifact_location(artifact_uri: str) -> str:
+    """Where the files of a ``runs:/`` or ``models:/`` URI live, found through `client`: MLflow
+    3.17 resolves such URIs on its process-wide store, whatever store it is handed."""
+    scheme, _, rest = artifact_uri.partition(":/")
+    if scheme not in ("runs", "models"):
+        return artifact_uri
+    reader = client()
+    head, _, path = rest.lstrip("/").partition("/")
+    if scheme == "runs":
+        root = reader.get_run(head).info.artifact_uri
+    elif head.startswith("m-") and "@" not in head:  # a logged model's id
+        root = reader.get_logged_model(head).artifact_location
+    elif "@" in head:  # name@alias
+        name, alias = head.split("@", 1)
+        version = reader.get_model_version_by_alias(name, alias)
+        root = reader.get_model_version_download_uri(name, version.version)
+    else:  # name/version
+        version, _, path = path.partition("/")
+        root = reader.get_model_version_download_uri(head, version)
+    if root.startswith(("runs:/", "models:/")):  # a version registered from a logged model
+        root = _artifact_location(root)
+    return f"{root.rstrip('/')}/{path}" if path else root
 
 
 def _local_artifact_root(uri: str) -> str | None:

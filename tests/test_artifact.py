@@ -67,6 +67,23 @@ def test_an_artifact_the_library_logged_passes_and_loads(logged):
     assert len(artifact.load(uri).classify(images)) == 2
 
 
+def test_every_kind_of_model_uri_loads_from_the_course_store_whatever_mlflow_points_at(
+    logged, tmp_path, monkeypatch
+):
+    """MLflow resolves ``models:/`` and ``runs:/`` URIs on its process-wide store, which a write
+    elsewhere moves: the library finds the files through its own client."""
+    import pandas as pd
+
+    uri, _, store, _ = logged
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    tracking.log_table("table", "tiny", pd.DataFrame({"a": [1]}))  # MLflow now points there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    names = (uri, registry.CHAMPION_URI, f"models:/{registry.CHAMPION_MODEL}/1")
+    for name in names:
+        classifier = artifact.load(name)
+        assert len(classifier.classify(np.zeros((1, 28, 28), dtype=np.uint8))) == 1
+
+
 FORGERIES = {
     "a changed code file": lambda f, mark: (f / "_serving_model.py").write_text(
         (f / "_serving_model.py").read_text() + FORGED_CODE.format(mark=mark)
