@@ -400,6 +400,8 @@ def load_table(name: str, profile: str) -> pd.DataFrame:
             f"No {name!r} table for the {profile!r} profile in {shown_uri()}: "
             "run the chapter that records it first."
         )
-    newest = runs.iloc[0]
-    table = client().load_table(newest["experiment_id"], "table.json", [newest["run_id"]])
-    return table.drop(columns=["run_id"], errors="ignore").set_index(table.columns[0])
+    # Not MlflowClient.load_table: it searches runs on MLflow's process-wide store.
+    with tempfile.TemporaryDirectory() as folder:
+        path = download(f"runs:/{runs['run_id'].iloc[0]}/table.json", folder)
+        table = pd.read_json(path, orient="split")  # as mlflow.log_table wrote it
+    return table.set_index(table.columns[0])

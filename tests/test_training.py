@@ -136,6 +136,8 @@ def test_reads_follow_the_store_of_the_moment_and_move_nothing(tmp_path, monkeyp
         tracking.load_table("scores", "tiny")
     assert registry.registered_models() == []
     assert mlflow.get_tracking_uri() == first  # no read moved it
+    tracking.log_table("other", "tiny", pd.DataFrame({"model": ["b"], "accuracy": [0.7]}))
+    assert mlflow.get_tracking_uri() == second  # a write did
     monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
     assert tracking.load_table("scores", "tiny")["accuracy"].tolist() == [0.5]
     assert tracking.find_runs(model="scores")["tags.model"].tolist() == ["scores"]
