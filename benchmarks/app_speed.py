@@ -154,7 +154,7 @@ models = registry.registered_models()
 step("list the registered models")
 import tensorflow
 step("import TensorFlow")
-from fmnist_lib import serving
+from fmnist_lib import artifact
 classifier = artifact.load(models[0].uri)
 step("load the model from the registry")
 classifier.predict_proba(np.zeros((1, 28, 28), np.uint8))

@@ -131,7 +131,8 @@ def _train(args) -> int:
 
 
 def _tune(args) -> int:
-    from . import tracking, tuning
+    from . import tuning
+    from .redaction import redact
 
     try:
         if args.create:
@@ -140,7 +141,7 @@ def _tune(args) -> int:
         study = tuning.run_trials(args.study, args.trials, until=args.until)
     except KeyError:  # Optuna's "Record does not exist" (before LookupError, its parent)
         print(
-            f"error: no study {args.study!r} in {tracking.redact(tuning.storage_url())}: "
+            f"error: no study {args.study!r} in {redact(tuning.storage_url())}: "
             "create it with --create.",
             file=sys.stderr,
         )

@@ -29,6 +29,7 @@ import pandas as pd
 from . import _compat, models, tracking
 from .config import PROJECT_ROOT, SEED, Profile, get_profile
 from .data import load_fashion_mnist
+from .redaction import redact
 
 TUNED_MODEL = "cnn-tuning"
 # How much each trial trains, per profile: a search needs many short runs, not a few long ones.
@@ -141,7 +142,7 @@ def create_study(name: str, profile: Profile | None = None, storage: str | None 
         tracking.use_experiment()
         tags = {"model": TUNED_MODEL, "profile": profile.name, "optuna.study": name}
         with mlflow.start_run(run_name=f"study {name}", tags=tags) as run:
-            mlflow.log_params({**budget, "storage": tracking.redact(storage or storage_url())})
+            mlflow.log_params({**budget, "storage": redact(storage or storage_url())})
         settings = Settings(profile.name, mlflow_run_id=run.info.run_id, **budget)
         study.set_user_attr("settings", settings.__dict__)
         study.enqueue_trial(course_settings(profile))
