@@ -120,7 +120,6 @@ _EXPECTED_FILES = {
     "MLmodel", "_serving_model.py", "requirements.txt", "python_env.yaml", "conda.yaml",
     "input_example.json", "serving_input_example.json", "registered_model_meta",
 }  # fmt: skip
-_FAMILIES = ("keras", "sklearn")
 _FLAVOR_KEYS = {
     "artifacts", "cloudpickle_version", "code", "config", "env", "loader_module",
     "model_code_path", "python_version", "streamable",
@@ -169,7 +168,7 @@ def verify(folder: str | Path, name: str | None = None) -> None:
         raise refuse("its _serving_model.py differs from this version of the library's")
     config = flavor.get("config")
     family = config.get("family") if isinstance(config, dict) else None
-    if family not in _FAMILIES:
+    if family not in model_files.FAMILIES:
         raise refuse(f"an unknown model family {family!r}")
     # The files MLflow hands the model: only ours, inside the folder.
     files = flavor.get("artifacts")
