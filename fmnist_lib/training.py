@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import artifact, model_files, models, plots, tracking
+from . import artifact, model_files, models, plots, stores, tracking
 from .acquisition import IDX_FILES
 from .calibration import calibrate
 from .catalogue import MODELS, compile_keras, is_default, spec_named
@@ -138,6 +138,7 @@ class TrainingRun:
             "model": self.name,
             "profile": self.profile.name,
             "seed": str(self.seed),
+            "process": stores.process_tag(),  # a later start fails the run if this one dies
             "data.source": str(self.data.source),
             **{f"data.sha256.{f.key}": f.sha256 for f in IDX_FILES},
             **tracking.library_versions(),
