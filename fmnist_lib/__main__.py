@@ -5,6 +5,7 @@ python -m fmnist_lib register [--profile quick|full]
 python -m fmnist_lib champion
 python -m fmnist_lib tune STUDY [--create] [--trials N | --until N] [--profile quick|full]
 python -m fmnist_lib serve [MODEL] [--host HOST] [--port PORT] [--workers N]
+python -m fmnist_lib team add MEMBER [--credentials FILE]
 """
 
 from __future__ import annotations
@@ -97,13 +98,60 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port", type=int, default=5001, help="port (5001)")
     serve_parser.add_argument("--workers", type=int, default=1, help="processes (1)")
     serve_parser.set_defaults(func=_serve)
+    team_parser = commands.add_parser(
+        "team",
+        help="the teacher's accounts on a team's tracking server",
+        description="Run with the teacher's (the server admin's) MLflow credentials. `add` "
+        "makes a member's account with a random password written to a file (mode 600) for "
+        "the member's ~/.mlflow/credentials, and lets it register each approach's best model; "
+        "the champion stays the teacher's.",
+    )
+    team_parser.add_argument("action", choices=["add"])
+    team_parser.add_argument("member", help="the member's user name")
+    team_parser.add_argument(
+        "--credentials", metavar="FILE", help="where to write them (MEMBER.mlflow-credentials)"
+    )
+    team_parser.set_defaults(func=_team)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default: the process's arguments); its exit code."""
+    from mlflow.exceptions import MlflowException
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except MlflowException as err:
+        if err.error_code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise
+        from .tracking import shown_uri
+
+        print(
+            f"error: {shown_uri()} refused this account ({err.error_code}): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials, "
+            "to an account the team's teacher gave you.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _team(args) -> int:
+    from pathlib import Path
+
+    from .team import TeamError, add_member
+
+    path = Path(args.credentials or f"{args.member}.mlflow-credentials")
+    try:
+        add_member(args.member, path)
+    except TeamError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.member}: account made; its password is in {path} (readable by you only). "
+        "Hand the file to the member, who saves it as ~/.mlflow/credentials (chmod 600)."
+    )
+    return 0
 
 
 def _train(args) -> int:
@@ -192,6 +240,8 @@ def _register(args) -> int:
         )
         return 1
     print(table.to_string(index=False))
+    if "refused" in table.attrs:
+        print(f"note: {table.attrs['refused']}", file=sys.stderr)
     return _champion(args)
 
 

@@ -213,15 +213,20 @@ def load_pyfunc(model_uri: str):
     # from there only when asked.
     folder = tempfile.mkdtemp(prefix="fmnist-model-")
     try:
-        local = tracking.download(model_uri, folder)
-        verify(local, model_uri)
-        with _compat.fast_pin_check():
-            model = mlflow.pyfunc.load_model(local)
+        model = load_folder(tracking.download(model_uri, folder), model_uri)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     weakref.finalize(model.unwrap_python_model(), shutil.rmtree, folder, True)
     return model
+
+
+def load_folder(folder: str | Path, name: str | None = None):
+    """The MLflow pyfunc model in a local ``folder``, once `verify` has checked its files; its
+    files must outlive the model."""
+    verify(folder, name)
+    with _compat.fast_pin_check():
+        return mlflow.pyfunc.load_model(str(folder))
 
 
 def load(model_uri: str) -> Classifier:

@@ -5,8 +5,11 @@ Each model of the course has a registered model ``fashion-mnist-<model>`` (for e
 all is a version of the registered model ``fashion-mnist`` with the alias ``champion``:
 ``models:/fashion-mnist@champion`` is what the API serves.
 Registering again promotes only a better model, better meaning a higher *validation* accuracy
-(choices are made on validation; the test set only reports). Every version carries tags saying
-which run it comes from, its profile, its validation accuracy and its test accuracy.
+(choices are made on validation; the test set only reports), computed here from the run's
+recorded predictions and the true labels, never read from what the run reported. Every version
+carries tags saying which run it comes from, its profile, its validation accuracy and its test
+accuracy. On a team's server with accounts only the teacher's account may move the champion:
+anyone else's `register` registers each approach's best and leaves the champion alone.
 """
 
 from __future__ import annotations
@@ -15,21 +18,23 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import tracking
+from . import accounts, tracking
 from .catalogue import CHAPTER_MODELS, MODELS
-
-CHAMPION_MODEL = "fashion-mnist"
-CHAMPION_ALIAS = "champion"
-CHAMPION_URI = f"models:/{CHAMPION_MODEL}@{CHAMPION_ALIAS}"
-# A full-profile model is scored on all 10k test images; a quick one on 2k after training on
-# 6k: never let the latter replace the former, whatever their accuracies.
-_PROFILE_RANK = {"full": 1}
-
-
-def _rank(profile: str, validation_accuracy: float) -> tuple[int, float]:
-    """What "better" means: the profile first, then validation accuracy (never the test set's,
-    which would make the champion's reported test score optimistic)."""
-    return (_PROFILE_RANK.get(profile, 0), validation_accuracy)
+from .promotion import (
+    CHAMPION_ALIAS,
+    CHAMPION_MODEL,
+    CHAMPION_URI,
+    UNREADABLE,
+    PermissionRefused,
+    champion_copy,
+    current,
+    rank,
+    refused,
+    run_rank,
+    settle,
+    validation_score,
+    version_rank,
+)
 
 
 class NoModelError(LookupError):
@@ -52,7 +57,7 @@ class Candidate:
 
     @property
     def rank(self) -> tuple[int, float]:
-        return _rank(self.profile, self.validation_accuracy)
+        return rank(self.profile, self.validation_accuracy)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -67,16 +72,21 @@ class Candidate:
 
 def best_runs(profile: str | None = None) -> list[Candidate]:
     """The best finished run of each model trained with the course's own settings (``variant
-    default``) that logged a serving artifact, by validation accuracy, for one profile or for
-    all. Runs without a validation score (made before the course recorded one) are left out."""
+    default``) that logged a serving artifact, by `validation_score` (recomputed for every run,
+    not read from its metrics), for one profile or for all. Runs without recorded predictions
+    (made before the course recorded them) are left out."""
     runs = tracking.find_runs(profile, variant="default")
-    if runs.empty or "metrics.validation_accuracy" not in runs:
+    if runs.empty or "params.validation_size" not in runs:
         return []
-    runs = runs.dropna(subset=["metrics.validation_accuracy"])
+    scored = []
+    for _, run in runs.dropna(subset=["params.validation_size"]).iterrows():
+        size = int(run["params.validation_size"])
+        try:
+            scored.append((validation_score(run["run_id"], run["tags.profile"], size), run))
+        except UNREADABLE:  # no predictions, or not ones this library wrote: not a candidate
+            continue
     candidates = {}
-    for _, run in runs.sort_values(
-        "metrics.validation_accuracy", ascending=False, kind="stable"
-    ).iterrows():
+    for score, run in sorted(scored, key=lambda pair: pair[0], reverse=True):  # stable: newest
         model = run["tags.model"]
         if model in candidates:
             continue
@@ -87,38 +97,26 @@ def best_runs(profile: str | None = None) -> list[Candidate]:
                 run_id=run["run_id"],
                 model_uri=uri,
                 profile=run["tags.profile"],
-                validation_accuracy=float(run["metrics.validation_accuracy"]),
+                validation_accuracy=score,
                 accuracy=float(run["metrics.test_accuracy"]),
             )
     return list(candidates.values())
 
 
-def _current(client, name: str, alias: str | None = None):
-    """The version of ``name`` with ``alias`` (or its newest version), or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        if alias:
-            return client.get_model_version_by_alias(name, alias)
-        versions = client.search_model_versions(f"name = '{name}'")
-        return max(versions, key=lambda v: int(v.version), default=None)
-    except MlflowException:
-        return None
-
-
-def _version_rank(version) -> tuple[int, float]:
-    # A version registered before validation scores were kept ranks below any that has one.
-    accuracy = float(version.tags.get("validation_accuracy", "-inf"))
-    return _rank(version.tags.get("profile", ""), accuracy)
-
-
-def _register(client, name: str, candidate: Candidate, description: str):
+def _register(client, name: str, candidate: Candidate, description: str, copy=None):
+    """A new version of ``name`` (created if missing) from the candidate's logged model, or
+    from ``copy``, the URI and run of a copy of it in a run of the caller's
+    (`promotion.champion_copy`)."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         client.create_registered_model(name, description=description)
+    if copy:
+        return client.create_model_version(name, copy[0], run_id=copy[1], tags=candidate.tags)
     # A tracking server insists on the logged model's id beside its URI.
     return client.create_model_version(
         name,
@@ -132,20 +130,26 @@ def _register(client, name: str, candidate: Candidate, description: str):
 def register_best(profile: str | None = None) -> pd.DataFrame:
     """Register the best run of each approach, then promote the best of them to ``champion``
     if it beats the current one. Returns what happened, one row per approach."""
+    from mlflow.exceptions import MlflowException
+
     client = tracking.client()
     rows = []
     candidates = best_runs(profile)
     for candidate in candidates:
         name = registered_name(candidate.model)
-        current = _current(client, name)
-        if current is not None and (
-            current.tags.get("run_id") == candidate.run_id
-            or _version_rank(current) >= candidate.rank
+        latest = current(client, name)
+        if latest is not None and (
+            latest.run_id == candidate.run_id or run_rank(client, latest.run_id) >= candidate.rank
         ):
-            version, action = current, "kept"
+            version, action = latest, "kept"
         else:
             description = MODELS[candidate.model].description if candidate.model in MODELS else ""
-            version, action = _register(client, name, candidate, description), "registered"
+            try:
+                version, action = _register(client, name, candidate, description), "registered"
+            except MlflowException as err:
+                if not refused(err):
+                    raise
+                continue  # another member's registered model: not this account's to add to
         rows.append(
             {
                 "model": candidate.model,
@@ -157,26 +161,47 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
                 "action": action,
             }
         )
+    table = pd.DataFrame(rows)
     if candidates:
         top = max(candidates, key=lambda c: c.rank)
-        champion = _promote_if_better(client, top)
-        for row in rows:
-            row["champion"] = row["model"] == champion.tags.get("model")
-    return pd.DataFrame(rows)
+        try:
+            champion = _promote_if_better(client, top)
+        except PermissionRefused as err:
+            champion, table.attrs["refused"] = current(client, CHAMPION_MODEL, CHAMPION_ALIAS), err
+        table["champion"] = [
+            champion is not None and row["model"] == champion.tags.get("model") for row in rows
+        ]
+    return table
 
 
 def _promote_if_better(client, candidate: Candidate):
-    """Make ``candidate`` the champion if it ranks above the current one; returns the champion
-    version after the decision."""
-    champion = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
-    if champion is None or (
-        champion.tags.get("run_id") != candidate.run_id and candidate.rank > _version_rank(champion)
+    """Make ``candidate`` the champion if it ranks above the current one, by the validation
+    accuracy its model scores (`promotion.champion_copy`); returns the champion version after the
+    decision. `PermissionRefused` for an account that may not move it."""
+    from mlflow.exceptions import MlflowException
+
+    champion = current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
+    if champion is not None and (
+        champion.tags.get("run_id") == candidate.run_id or candidate.rank <= version_rank(champion)
     ):
-        champion = _register(
-            client, CHAMPION_MODEL, candidate, "The course's best model: serve @champion."
-        )
-        client.set_registered_model_alias(CHAMPION_MODEL, CHAMPION_ALIAS, champion.version)
-    return champion
+        return champion
+    try:
+        copy, scored = champion_copy(client, candidate)
+        if champion is not None and scored.rank <= version_rank(champion):
+            return champion  # the model scores less than its recorded predictions claimed
+        description = "The course's best model: serve @champion."
+        version = _register(client, CHAMPION_MODEL, scored, description, copy=copy)
+        client.set_registered_model_alias(CHAMPION_MODEL, CHAMPION_ALIAS, version.version)
+    except MlflowException as err:
+        if not refused(err):
+            raise
+        who = accounts.member(tracking.tracking_uri()) or "anonymous"
+        raise PermissionRefused(
+            f"The tracking server let this account ({who}) register each model's best, "
+            f"not move {CHAMPION_URI}: on a team's server only the teacher's account "
+            "does. The champion is unchanged."
+        ) from None
+    return settle(client)
 
 
 def register_result(result) -> dict:
@@ -185,23 +210,25 @@ def register_result(result) -> dict:
     rule of `register_best` (profile, then validation accuracy). Returns what happened."""
 
     client = tracking.client()
+    run = client.get_run(result.run_id)
+    profile, size = run.data.tags["profile"], int(run.data.params["validation_size"])
     candidate = Candidate(
         model=result.name,
         run_id=result.run_id,
         model_uri=result.model_uri,
-        profile=client.get_run(result.run_id).data.tags["profile"],
-        validation_accuracy=float(result.validation.accuracy),
+        profile=profile,
+        validation_accuracy=validation_score(result.run_id, profile, size),
         accuracy=float(result.accuracy),
     )
     version = _register(
         client, registered_name(result.name), candidate, CHAPTER_MODELS.get(result.name, "")
     )
-    champion = _promote_if_better(client, candidate)
-    return {
-        "registered model": version.name,
-        "version": int(version.version),
-        "champion": champion.tags.get("run_id") == candidate.run_id,
-    }
+    found = {"registered model": version.name, "version": int(version.version)}
+    try:
+        champion = _promote_if_better(client, candidate)
+    except PermissionRefused as err:
+        return {**found, "champion": False, "refused": str(err)}
+    return {**found, "champion": champion.tags.get("run_id") == candidate.run_id}
 
 
 def no_model_message() -> str:
@@ -215,7 +242,7 @@ def no_model_message() -> str:
 def champion() -> dict[str, str]:
     """The champion's tags (model, run_id, profile, test_accuracy) and version."""
     client = tracking.client()
-    version = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
+    version = current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
     if version is None:
         raise NoModelError(no_model_message())
     return {**version.tags, "version": str(version.version)}
@@ -264,12 +291,12 @@ def registered_models() -> list[Registered]:
 
     client = tracking.client()
     found = []
-    top = _current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
+    top = current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
     if top is not None:
         found.append(_registered(top, champion=True))
     others = [
-        _current(client, model.name)
+        current(client, model.name)
         for model in client.search_registered_models(f"name LIKE '{CHAMPION_MODEL}-%'")
     ]
-    others = sorted((v for v in others if v is not None), key=_version_rank, reverse=True)
+    others = sorted((v for v in others if v is not None), key=version_rank, reverse=True)
     return found + [_registered(version) for version in others]

@@ -3,6 +3,8 @@
 By default runs go to an embedded SQLite store, ``mlflow.db`` at the project root, with
 artifacts in ``mlartifacts/`` beside it: nothing to start, and notebooks (run from ``book/``)
 and scripts share it. Set ``MLFLOW_TRACKING_URI`` to use another store or a tracking server.
+On a team's server with accounts, each member writes to an experiment of their own and
+reads everyone's (`accounts`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .accounts import EXPERIMENT_NAME, experiment_name, is_course_experiment
 from .config import PROJECT_ROOT
 from .redaction import redact
+from .stores import fail_abandoned, patient_sqlite, process_tag
 
-EXPERIMENT_NAME = "fashion-mnist"
 DEFAULT_DB = PROJECT_ROOT / "mlflow.db"
 
 
@@ -37,6 +40,7 @@ def client():
     process-wide tracking URI, so a caller's store never leaks into the next caller's."""
     import mlflow
 
+    patient_sqlite()
     return mlflow.MlflowClient(tracking_uri(), registry_uri=tracking_uri())
 
 
@@ -75,7 +79,7 @@ def _artifact_location(artifact_uri: str) -> str:
     return f"{root.rstrip('/')}/{path}" if path else root
 
 
-def _local_artifact_root(uri: str) -> str | None:
+def local_artifact_root(uri: str) -> str | None:
     """For a SQLite store, a folder beside the database (MLflow would otherwise put artifacts
     under the current directory, which differs between the book and the scripts)."""
     if uri.startswith("sqlite:///"):
@@ -83,20 +87,29 @@ def _local_artifact_root(uri: str) -> str | None:
     return None
 
 
-def use_experiment(name: str = EXPERIMENT_NAME) -> str:
-    """Point MLflow's fluent API at the store and the experiment (created if needed); returns
-    its id. Only writers call it, as they start a run: ``mlflow.start_run`` and Keras autolog
-    know no other store than the process-wide one. Readers use `client`."""
+def experiment_ids(reader=None) -> list[str]:
+    """The course's experiments in the store: ``fashion-mnist`` and every member's."""
+    reader = reader or client()
+    found = reader.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_NAME}%'")
+    return [e.experiment_id for e in found if is_course_experiment(e.name)]
+
+
+def use_experiment(name: str | None = None) -> str:
+    """Point MLflow's fluent API at the store and the experiment (default: this machine's,
+    `accounts.experiment_name`, created if needed); returns its id. Only writers call it, as
+    they start a run: ``mlflow.start_run`` and Keras autolog know no other store than the
+    process-wide one. Readers use `client`."""
     import mlflow
 
     uri = tracking_uri()
+    name = name or experiment_name(uri)
+    patient_sqlite()
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        experiment_id = mlflow.create_experiment(name, artifact_location=_local_artifact_root(uri))
-    else:
-        experiment_id = experiment.experiment_id
+    found = mlflow.get_experiment_by_name(name)
+    location = local_artifact_root(uri)
+    experiment_id = found.experiment_id if found else mlflow.create_experiment(name, location)
     mlflow.set_experiment(experiment_id=experiment_id)
+    fail_abandoned(client(), experiment_id)
     return experiment_id
 
 
@@ -143,19 +156,20 @@ def epoch_logger():
 def find_runs(
     profile: str | None = None, model: str | None = None, variant: str | None = None
 ) -> pd.DataFrame:
-    """Finished runs of the experiment, newest first, optionally of one profile, one model and
-    one variant (``default``: trained with the course's hyperparameters; ``custom``), as the
-    table `mlflow.search_runs` gives (read through `client`, not MLflow's global store)."""
+    """Finished runs of the course's experiments (`experiment_ids`), newest first, optionally
+    of one profile, one model and one variant (``default``: trained with the course's
+    hyperparameters; ``custom``), as the table `mlflow.search_runs` gives (read through
+    `client`, not MLflow's global store)."""
     reader = client()
-    experiment = reader.get_experiment_by_name(EXPERIMENT_NAME)
+    experiments = experiment_ids(reader)
     filters = ["attributes.status = 'FINISHED'"]
     for key, value in (("profile", profile), ("model", model), ("variant", variant)):
         if value:
             filters.append(f"tags.{key} = '{value}'")
     runs, token = [], None
-    while experiment is not None:
+    while experiments:
         page = reader.search_runs(
-            [experiment.experiment_id],
+            experiments,
             " and ".join(filters),
             order_by=["attributes.start_time DESC"],
             page_token=token,
@@ -364,7 +378,8 @@ def log_table(name: str, profile: str, table: pd.DataFrame) -> str:
     import mlflow
 
     use_experiment()
-    with mlflow.start_run(run_name=name, tags={"model": name, "profile": profile}) as run:
+    tags = {"model": name, "profile": profile, "process": process_tag()}
+    with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_table(table.reset_index(), "table.json")
     return run.info.run_id
 

@@ -4,7 +4,8 @@ A study lives in a database that Optuna and any number of worker processes share
 terminals, or several machines, can each run ``python -m fmnist_lib tune NAME`` and
 they work on the same study, each taking the next trial Optuna proposes. The database is
 ``$FMNIST_OPTUNA_STORAGE`` (for a team, a PostgreSQL URL such as
-``postgresql://user:password@host/optuna``), or ``optuna.db`` at the project root.
+``postgresql+psycopg://fmnist_optuna@db-host/optuna``, its password in ``~/.pgpass``), or
+``optuna.db`` at the project root.
 
 In MLflow the study is one run (tagged ``model=cnn-tuning``) and each trial a run nested under
 it, with the trial's hyperparameters and its validation accuracy at every epoch. Trials that
@@ -13,7 +14,9 @@ fall below the median of earlier trials at the same epoch are stopped early (pru
 A worker that dies mid-trial (killed, its machine rebooted) loses nothing: each running trial
 sends a heartbeat, and the next worker to start a trial finds any trial whose heartbeat stopped
 `GRACE_SECONDS` ago, marks it and its MLflow run FAILED, and queues a copy of it, which a
-worker then runs.
+worker then runs. A worker that was only paused longer than that (a laptop asleep) finds its
+trial failed when it wakes, at the next epoch: it ends the trial's run FAILED too and goes on
+with another trial, so a trial is either finished or failed and retried, never both.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import _compat, models, tracking
+from . import _compat, models, stores, tracking
 from .config import PROJECT_ROOT, SEED, Profile, get_profile
 from .data import load_fashion_mnist
 from .redaction import redact
@@ -38,9 +41,11 @@ BUDGETS = {
     "full": {"train_size": 10000, "epochs": 4, "val_size": None},  # 5 trials: ~2 minutes
 }
 FILTERS = {"16-32": (16, 32), "32-64": (32, 64), "48-96": (48, 96)}
-# A running trial writes a heartbeat this often; one silent for GRACE_SECONDS is a dead worker's.
+# A running trial writes a heartbeat this often; one silent for GRACE_SECONDS is a dead worker's:
+# long enough for a laptop's lid closed a minute. $FMNIST_TUNING_GRACE_SECONDS changes it
+# (every worker of a study should use the same).
 HEARTBEAT_SECONDS = 2
-GRACE_SECONDS = 10
+GRACE_SECONDS = int(os.environ.get("FMNIST_TUNING_GRACE_SECONDS") or 90)
 MAX_RETRIES = 2  # a trial that kills its worker twice more is left failed
 
 
@@ -91,13 +96,19 @@ def _dead_trial(study, trial) -> None:
     """Called by Optuna for a trial whose worker stopped sending heartbeats, once it is marked
     FAILED: end its MLflow run as FAILED too (its worker cannot), then queue a copy of it."""
     import optuna
+    from mlflow.exceptions import MlflowException
 
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
         client = tracking.client()
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "optuna.state", "failed")
-            client.set_terminated(run_id, "FAILED")
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, "optuna.state", "failed")
+                client.set_terminated(run_id, "FAILED")
+        except MlflowException as err:
+            # Another member's run, on a server with accounts: theirs to end. Retry the trial.
+            if err.error_code != "PERMISSION_DENIED":
+                raise
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
 
 
@@ -106,6 +117,7 @@ def _storage(url: str | None):
 
     url = url or storage_url()
     sqlite = url.startswith("sqlite")
+    stores.patient_sqlite()
     # SQLite: several workers may start at once, so wait for the database rather than fail on
     # a lock. Others: a connection the database server closed is replaced, not an error.
     engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
@@ -141,6 +153,7 @@ def create_study(name: str, profile: Profile | None = None, storage: str | None 
         budget = BUDGETS.get(profile.name, BUDGETS["quick"])
         tracking.use_experiment()
         tags = {"model": TUNED_MODEL, "profile": profile.name, "optuna.study": name}
+        tags["process"] = stores.process_tag()
         with mlflow.start_run(run_name=f"study {name}", tags=tags) as run:
             mlflow.log_params({**budget, "storage": redact(storage or storage_url())})
         settings = Settings(profile.name, mlflow_run_id=run.info.run_id, **budget)
@@ -187,6 +200,7 @@ def trial_run(trial):
         "profile": settings.profile,
         "optuna.trial": str(trial.number),
         "precision": trial_precision(),
+        "process": stores.process_tag(),
     }
     # Where the trial runs, then its run: what `_dead_trial` needs if this worker dies. In this
     # order, whoever sees the run id (another worker, a test) also sees the worker.
@@ -196,14 +210,20 @@ def trial_run(trial):
         run_name=f"trial {trial.number}", parent_run_id=settings.mlflow_run_id, tags=tags
     ) as run:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        _HERE.update(trial=trial._trial_id, run=run.info.run_id, started=_HERE["started"] + 1)
         mlflow.log_params(
             {**trial.params, "epochs": settings.epochs, "train_size": settings.train_size}
         )
         state = "complete"
         try:
             yield run
+            if failed_elsewhere(trial):
+                raise StaleTrial(f"trial {trial.number} was failed by another worker")
         except optuna.TrialPruned:
             state = "pruned"
+        except StaleTrial:
+            mlflow.set_tag("optuna.state", "failed")
+            raise  # the run ends FAILED, as the other worker left it
         client = tracking.client()
         epochs = client.get_metric_history(run.info.run_id, "val_accuracy")
         if epochs:
@@ -231,6 +251,8 @@ def _objective(settings: Settings, data):
             self.trial = trial
 
         def on_epoch_end(self, epoch, logs=None):
+            if failed_elsewhere(self.trial):
+                raise StaleTrial(f"trial {self.trial.number} was failed by another worker")
             self.trial.report(float(logs["val_accuracy"]), epoch)
             if self.trial.should_prune():
                 raise optuna.TrialPruned()
@@ -258,6 +280,47 @@ def _objective(settings: Settings, data):
     return objective
 
 
+class StaleTrial(RuntimeError):
+    """This worker's trial was found dead while the worker was paused, and failed elsewhere."""
+
+
+def failed_elsewhere(trial) -> bool:
+    """Whether another worker has failed ``trial`` (its heartbeat stopped past the grace)."""
+    from optuna.trial import TrialState
+
+    return trial.study._storage.get_trial(trial._trial_id).state == TrialState.FAIL
+
+
+# The trial this process runs now, and how many it has started: what `_optimize` needs when
+# Optuna refuses to tell a trial another worker failed.
+_HERE = {"trial": None, "run": None, "started": 0}
+
+
+def _optimize(study, objective, n_trials: int | None = None, **options) -> None:
+    """``study.optimize``, going on after a trial another worker failed while this one was
+    paused: Optuna then refuses to tell it (a ValueError). The trial stays failed (a worker runs
+    its copy) and so does its MLflow run, even one that ended between the last check and then."""
+    from optuna.trial import TrialState
+
+    while True:
+        started = _HERE["started"]
+        try:
+            study.optimize(objective, n_trials=n_trials, **options)
+            return
+        except ValueError:
+            trial, run_id = _HERE["trial"], _HERE["run"]
+            if trial is None or study._storage.get_trial(trial).state != TrialState.FAIL:
+                raise
+        client = tracking.client()
+        if client.get_run(run_id).info.status != "FAILED":
+            client.set_tag(run_id, "optuna.state", "failed")
+            client.set_terminated(run_id, "FAILED")
+        if n_trials is not None:
+            n_trials -= _HERE["started"] - started
+            if n_trials <= 0:
+                return
+
+
 def finished(study) -> int:
     """How many trials of ``study`` are done: complete or pruned."""
     from optuna.trial import TrialState
@@ -282,7 +345,7 @@ def run_trials(
     tracking.use_experiment()
     objective = _objective(settings, trial_data(study))
     if until is None:
-        study.optimize(objective, n_trials=n_trials)
+        _optimize(study, objective, n_trials=n_trials)
         return study
 
     def done(study) -> bool:
@@ -297,7 +360,7 @@ def run_trials(
         with _compat.optuna_experimental():
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, queued
         if not done(study):
-            study.optimize(objective, callbacks=[enough])
+            _optimize(study, objective, callbacks=[enough])
         elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             time.sleep(HEARTBEAT_SECONDS)  # running elsewhere: it ends, or its heartbeat does
         else:
