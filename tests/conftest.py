@@ -109,13 +109,29 @@ def app_store(tmp_path_factory):
         return uri, registry.registered_models()
 
 
+class Postgres:
+    """A PostgreSQL cluster set up with the README's SQL: ``url(database)`` is the SQLAlchemy
+    URL of a database as its role (the README's, without a password: the driver reads it from
+    ``$PGPASSFILE``); ``passwords`` are the roles' (for tests that check none leaks)."""
+
+    def __init__(self, port: int, owners: dict[str, str], passwords: dict[str, str]):
+        self.port, self.owners, self.passwords = port, owners, passwords
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://{self.owners[database]}@127.0.0.1:{self.port}/{database}"
+
+    __call__ = url
+
+
 @pytest.fixture(scope="session")
-def postgres():
+def postgres(tmp_path_factory):
     """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's cluster tools: `pg_createcluster`
-    with its configuration in a temporary folder, not /etc), set up with the README's SQL.
-    Yields ``url(database)``, a SQLAlchemy URL as the README writes it; the cluster and its
-    files are removed afterwards."""
+    with its configuration in a temporary folder, not /etc), set up with the README's SQL, each
+    role given a random password as the README's ``\\password`` asks for one, kept in a
+    ``.pgpass`` file that ``PGPASSFILE`` names for this process and its children. Yields a
+    `Postgres`; the cluster and its files are removed afterwards."""
     import pwd
+    import secrets
 
     from fmnist_lib.processes import free_port
 
@@ -137,17 +153,31 @@ def postgres():
     create += ["--port", str(port), "--socketdir", str(root), "--logfile", str(root / "log")]
     create += ["--start", "--", "--auth-local=trust", "--auth-host=scram-sha-256"]
     made = subprocess.run(create, env=env, capture_output=True, text=True)
+    previous = os.environ.get("PGPASSFILE")
     try:
         if made.returncode != 0:
             log = (root / "log").read_text() if (root / "log").exists() else ""
             raise RuntimeError(f"pg_createcluster failed:\n{made.stdout}{made.stderr}{log}")
         sql = team_sql()
+        owners = dict(re.findall(r"CREATE DATABASE (\w+) OWNER (\w+)", sql))
+        roles = re.findall(r"CREATE ROLE (\w+) LOGIN", sql)
+        assert set(owners.values()) <= set(roles), "the README's SQL changed"
+        passwords = {role: secrets.token_urlsafe(16) for role in roles}
+        # What typing each password at `\password`'s prompt does, through stdin: never argv.
+        sql += "".join(f"ALTER ROLE {r} PASSWORD '{p}';\n" for r, p in passwords.items())
         psql = ["psql", "--host", str(root), "--port", str(port), "--username", owner]
         psql += ["--dbname", "postgres", "--set", "ON_ERROR_STOP=1", "--quiet"]
         subprocess.run(psql, input=sql, env=env, check=True, capture_output=True, text=True)
-        user, password = re.search(r"CREATE USER (\w+) PASSWORD '([^']*)'", sql).groups()
-        yield lambda database: f"postgresql+psycopg://{user}:{password}@127.0.0.1:{port}/{database}"
+        pgpass = tmp_path_factory.mktemp("pgpass") / "pgpass"
+        pgpass.touch(mode=0o600)
+        pgpass.write_text("".join(f"127.0.0.1:{port}:*:{r}:{p}\n" for r, p in passwords.items()))
+        os.environ["PGPASSFILE"] = str(pgpass)
+        yield Postgres(port, owners, passwords)
     finally:
+        if previous is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = previous
         drop = ["pg_dropcluster", version, name, "--stop"]
         subprocess.run(drop, env=env, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

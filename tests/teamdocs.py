@@ -17,6 +17,13 @@ def team_sql(page: Path = README) -> str:
     return found[1]
 
 
+def auth_ini(page: Path = README) -> str:
+    """The settings of the tracking server's accounts ``page`` shows (the ``<<'INI'`` block)."""
+    found = re.search(r"<<'INI'\n(.*?)\nINI\n", page.read_text(encoding="utf-8"), re.S)
+    assert found, f"{page.name} has no <<'INI' ... INI block for the server's accounts"
+    return found[1] + "\n"
+
+
 def server_command(page: Path = README) -> list[str]:
     """The `mlflow server` command ``page`` shows a team, as a list of words."""
     found = re.search(r"^mlflow server .*?[^\\]$", page.read_text(encoding="utf-8"), re.M | re.S)

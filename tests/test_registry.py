@@ -112,6 +112,20 @@ def test_a_full_profile_model_outranks_any_quick_one():
     assert full.rank > quick.rank
 
 
+def predictions_scoring(validation: float, test: float = 0.5) -> dict[str, np.ndarray]:
+    """Recorded predictions of TINY's validation and test images that score ``validation`` and
+    ``test``: the true labels, the first ones shifted to a wrong class."""
+    data = load_fashion_mnist().for_profile(TINY)
+    found = {}
+    for split, labels, accuracy in (
+        ("validation", data.y_val, validation),
+        ("test", data.y_test, test),
+    ):
+        wrong = round(len(labels) * (1 - accuracy))
+        found[split] = np.where(np.arange(len(labels)) < wrong, (labels + 1) % 10, labels)
+    return found
+
+
 @pytest.mark.slow
 def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
     served = train("rf", profile=TINY)
@@ -119,6 +133,8 @@ def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
     tracking.use_experiment()
     with mlflow.start_run(tags={"model": "rf", "profile": "tiny", "variant": "default"}):
         mlflow.log_metrics({"validation_accuracy": 0.99, "test_accuracy": 0.99})
+        mlflow.log_param("validation_size", 6000)
+        tracking.log_predictions(predictions_scoring(0.99))
         bare = DummyClassifier().fit(np.zeros((2, 784)), [0, 1])
         mlflow.sklearn.log_model(bare, name="model", serialization_format="pickle")
     registry.register_best()
@@ -129,20 +145,45 @@ def test_runs_that_logged_no_serving_artifact_are_never_registered(store):
 def test_the_champion_is_chosen_on_validation_not_on_test(store):
     forest = train("rf", profile=TINY)
     dense = train("dense", profile=TINY)
-    # Make the two rankings disagree: the forest better on validation, the network on test.
+    # Make the two rankings disagree: the forest better on validation, the network on test. The
+    # validation score comes from the recorded predictions, the test score from the metric.
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     for run, validation, test in ((forest, 0.90, 0.70), (dense, 0.80, 0.95)):
-        client.log_metric(run.run_id, "validation_accuracy", validation)
+        tracking.log_predictions(predictions_scoring(validation), run_id=run.run_id)
         client.log_metric(run.run_id, "test_accuracy", test)
     table = registry.register_best().set_index("model")
     champion = registry.champion()
     assert champion["run_id"] == forest.run_id and bool(table.loc["rf", "champion"])
-    assert champion["validation_accuracy"] == "0.900000" and champion["test_accuracy"] == "0.700000"
+    assert champion["test_accuracy"] == "0.700000"
+    # Promoted, the champion is scored by the model itself, on the whole validation set.
+    assert float(champion["validation_accuracy"]) == pytest.approx(forest.validation.accuracy)
     # A newer forest better on test but worse on validation does not replace it.
     newer = train("rf", profile=TINY)
-    client.log_metric(newer.run_id, "validation_accuracy", 0.85)
+    tracking.log_predictions(predictions_scoring(0.85), run_id=newer.run_id)
     client.log_metric(newer.run_id, "test_accuracy", 0.99)
     registry.register_best()
+    assert registry.champion()["run_id"] == forest.run_id
+
+
+@pytest.mark.slow
+def test_a_run_that_reports_a_forged_validation_score_is_ranked_on_its_predictions(store):
+    forest = train("rf", profile=TINY)
+    registry.register_best()
+    forged = train("rf", profile=TINY, n_estimators=3)  # custom: then made to look default
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    client.set_tag(forged.run_id, "variant", "default")
+    client.log_metric(forged.run_id, "validation_accuracy", 0.999)
+    assert forged.validation.accuracy < forest.validation.accuracy
+    table = registry.register_best().set_index("model")
+    assert registry.champion()["run_id"] == forest.run_id
+    assert table.loc["rf", "validation accuracy"] == pytest.approx(forest.validation.accuracy)
+    # Forged recorded predictions too: the best forest on paper, never the champion, whose
+    # promotion scores the model itself.
+    data = load_fashion_mnist().for_profile(TINY)
+    perfect = {"validation": data.y_val, "test": data.y_test}
+    tracking.log_predictions(perfect, run_id=forged.run_id)
+    table = registry.register_best().set_index("model")
+    assert table.loc["rf", "action"] == "registered"
     assert registry.champion()["run_id"] == forest.run_id
 
 
@@ -153,6 +194,7 @@ def test_a_model_from_outside_the_catalogue_is_registered_and_promoted_only_if_b
     from dataclasses import replace
 
     from sklearn.dummy import DummyClassifier
+    from sklearn.ensemble import RandomForestClassifier
 
     from fmnist_lib.catalogue import description
     from fmnist_lib.training import training_run
@@ -170,10 +212,23 @@ def test_a_model_from_outside_the_catalogue_is_registered_and_promoted_only_if_b
         "champion": False,
     }
     assert registry.champion()["run_id"] == forest.run_id
-    strong = replace(weak, validation=replace(weak.validation, accuracy=1.0))
+    # Neither a score the caller claims nor forged recorded predictions make it champion: the
+    # registry scores the recorded predictions, then the model itself.
+    claimed = replace(weak, validation=replace(weak.validation, accuracy=1.0))
+    assert not registry.register_result(claimed)["champion"]
+    tracking.log_predictions({"validation": data.y_val, "test": data.y_test}, run_id=weak.run_id)
+    assert not registry.register_result(weak)["champion"]
+    assert registry.champion()["run_id"] == forest.run_id
+    # A better model of the chapter's own, trained on five times the images, is promoted.
+    more = load_fashion_mnist().subset(train_size=3000, test_size=200)
+    with training_run("capstone", more, TINY) as run:
+        forest_3000 = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0)
+        strong = run.record(forest_3000.fit(*more.sklearn("train")))
+    assert strong.validation.accuracy > forest.validation.accuracy
     assert registry.register_result(strong)["champion"]
     champion = registry.champion()
-    assert champion["model"] == "capstone" and champion["validation_accuracy"] == "1.000000"
+    assert champion["model"] == "capstone" and champion["run_id"] == strong.run_id
+    assert float(champion["validation_accuracy"]) == pytest.approx(strong.validation.accuracy)
     assert description(champion["model"]) == "capstone"
     assert description("rf") != "rf"
     listed = {(m.name, m.champion) for m in registry.registered_models()}
