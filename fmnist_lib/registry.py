@@ -175,9 +175,11 @@ def register_best(profile: str | None = None) -> pd.DataFrame:
 
 
 def _promote_if_better(client, candidate: Candidate):
-    """Make ``candidate`` the champion if it ranks above the current one, by the validation
-    accuracy its model scores (`promotion.champion_copy`); returns the champion version after the
-    decision. `PermissionRefused` for an account that may not move it."""
+    """Make ``candidate`` the champion if it ranks above the current one; on a tracking server,
+    by the validation accuracy its model scores on a copy the promoter owns
+    (`promotion.champion_copy`: an HOG SVM takes minutes; a local store has a single writer,
+    nobody to forge against). Returns the champion version after the decision;
+    `PermissionRefused` for an account that may not move it."""
     from mlflow.exceptions import MlflowException
 
     champion = current(client, CHAMPION_MODEL, CHAMPION_ALIAS)
@@ -186,7 +188,9 @@ def _promote_if_better(client, candidate: Candidate):
     ):
         return champion
     try:
-        copy, scored = champion_copy(client, candidate)
+        copy, scored = None, candidate
+        if tracking.tracking_uri().startswith(("http://", "https://")):
+            copy, scored = champion_copy(client, candidate)
         if champion is not None and scored.rank <= version_rank(champion):
             return champion  # the model scores less than its recorded predictions claimed
         description = "The course's best model: serve @champion."

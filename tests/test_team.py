@@ -252,7 +252,19 @@ def test_members_train_and_register_the_teacher_promotes_and_everyone_serves(
     assert tags["model"] == "rf" and tags["run_id"] == best.run_id
     assert float(tags["validation_accuracy"]) == pytest.approx(best.validation.accuracy)
 
+    # alice forges a weak forest's recorded predictions (every answer right) and registers it:
+    # the best forest on paper, never the champion: the teacher's promotion scores the model.
     data = load_fashion_mnist().for_profile(TINY)
+    weak = train("rf", profile=TINY, n_estimators=2)
+    reader = tracking.client()
+    reader.set_tag(weak.run_id, "variant", "default")
+    tracking.log_predictions({"validation": data.y_val, "test": data.y_test}, run_id=weak.run_id)
+    forged = registry.register_best().set_index("model")
+    assert forged.loc["rf", "action"] == "registered"
+    again = run_cli(["register"], {"MLFLOW_TRACKING_URI": team.url, **team.env(TEACHER)}, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert registry.champion()["run_id"] == best.run_id
+
     champion = artifact.load(registry.CHAMPION_URI)
     out = champion.classify(data.x_test)
     assert (out["class_id"].to_numpy() == data.y_test).mean() == pytest.approx(best.accuracy)
