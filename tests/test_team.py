@@ -370,6 +370,40 @@ def test_two_promotions_at_once_leave_the_better_model_champion(server, monkeypa
     no_champion()
 
 
+def start_workers(command: list[str], logs: list[Path]) -> list[subprocess.Popen]:
+    """One tuning worker per log file, each with the short grace, its output in its log."""
+    LOGS.extend(logs)
+    workers = []
+    for log in logs:
+        with open(log, "wb") as out:
+            workers.append(
+                subprocess.Popen(
+                    command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env_with(FMNIST_TUNING_GRACE_SECONDS=GRACE),
+                )
+            )
+    return workers
+
+
+def first_started_trial(study):
+    """The first trial that has started training (its MLflow run exists), within 5 minutes."""
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline, "no trial started in 5 minutes"
+        started = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if "mlflow_run_id" in t.user_attrs
+        ]
+        if started:
+            return started[0]
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("server", ["postgresql"], indirect=True)
 def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_path):
     """Four `tune --until` workers at once on one PostgreSQL study, all as alice (with a grace
@@ -395,33 +429,10 @@ def test_four_workers_share_a_study_and_a_killed_one_loses_nothing(server, tmp_p
     study = tuning.load_study(name)
     command = tune + ["--until", str(until)]
     logs = [tmp_path / f"worker-{k}.log" for k in range(4)]
-    LOGS.extend(logs)
-    workers = []
-    for log in logs:
-        with open(log, "wb") as out:
-            workers.append(
-                subprocess.Popen(
-                    command,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env_with(FMNIST_TUNING_GRACE_SECONDS=GRACE),
-                )
-            )
+    workers = start_workers(command, logs)
     try:
-        # The first trial that has started training (its MLflow run exists): kill its worker.
-        deadline = time.monotonic() + 300
-        while True:
-            assert time.monotonic() < deadline, "no trial started in 5 minutes"
-            running_now = [
-                t
-                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if "mlflow_run_id" in t.user_attrs
-            ]
-            if running_now:
-                break
-            time.sleep(0.5)
+        victim = first_started_trial(study)  # its worker is killed
         OUTPUTS.append(command_lines())
-        victim = running_now[0]
         pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
         assert pid in {w.pid for w in workers}
         os.kill(pid, signal.SIGKILL)
@@ -483,31 +494,9 @@ def test_a_worker_paused_past_the_grace_leaves_its_trial_failed_and_retried(serv
     assert created.returncode == 0, created.stderr[-3000:]
     study = tuning.load_study(name)
     logs = [tmp_path / f"worker-{k}.log" for k in range(2)]
-    LOGS.extend(logs)
-    workers = []
-    for log in logs:
-        with open(log, "wb") as out:
-            workers.append(
-                subprocess.Popen(
-                    tune + ["--until", "3"],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env_with(FMNIST_TUNING_GRACE_SECONDS=GRACE),
-                )
-            )
+    workers = start_workers(tune + ["--until", "3"], logs)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert time.monotonic() < deadline, "no trial started in 5 minutes"
-            started = [
-                t
-                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if "mlflow_run_id" in t.user_attrs
-            ]
-            if started:
-                break
-            time.sleep(0.2)
-        paused = started[0]
+        paused = first_started_trial(study)
         pid = int(paused.user_attrs["worker"].rsplit(":", 1)[1])
         os.kill(pid, signal.SIGSTOP)
         time.sleep(30)  # a laptop asleep; then until the other worker has failed its trial
