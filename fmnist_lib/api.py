@@ -8,13 +8,15 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import _compat, artifact, tracking
+from . import _compat, artifact, limits, tracking
 
 
 def serve_api(model: str, host: str = "127.0.0.1", port: int = 5001, workers: int = 1) -> None:
     """Serve ``model`` (a local model folder or a ``models:/`` or ``runs:/`` URI) as the REST API
     of `mlflow models serve`: MLflow's own scoring app under uvicorn, until interrupted, with
-    ``workers`` processes (see `_compat.TcpConfig` for why not through ``mlflow models serve``)."""
+    ``workers`` processes (see `_compat.TcpConfig` for why not through ``mlflow models serve``)
+    and the limits of `limits` in front. With several workers, uvicorn's supervisor starts a
+    new one in place of one that dies."""
     import uvicorn
     from mlflow.utils.file_utils import path_to_local_file_uri
     from uvicorn.supervisors import Multiprocess
@@ -27,8 +29,14 @@ def serve_api(model: str, host: str = "127.0.0.1", port: int = 5001, workers: in
         else:
             folder = Path(tracking.download(model, str(folder)))
         artifact.verify(folder, model)  # MLflow's app would run the code the folder carries
-        app = _compat.serve_model_at(path_to_local_file_uri(str(folder)))
-        config = _compat.TcpConfig(app, host=host, port=port, workers=workers)
+        _compat.serve_model_at(path_to_local_file_uri(str(folder)))
+        config = _compat.TcpConfig(
+            "fmnist_lib.limits:app",
+            host=host,
+            port=port,
+            workers=workers,
+            limit_concurrency=limits.MAX_CONNECTIONS,
+        )
         if workers > 1:
             Multiprocess(config, sockets=[config.bind_socket()]).run()
         else:

@@ -8,13 +8,14 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 from badfiles import bomb, encode, png_header, truncated
 from PIL import Image
 
-from fmnist_lib import api, artifact, preprocess, registry, serving
+from fmnist_lib import api, artifact, limits, preprocess, registry, serving, tracking
 from fmnist_lib.config import profile_named
 from fmnist_lib.data import CLASS_NAMES, load_fashion_mnist
 from fmnist_lib.training import train
@@ -143,6 +144,13 @@ def test_records_format_mixes_bytes_and_arrays(served, test_set):
     assert first["class_id"] == second["class_id"]
 
 
+def large_photo() -> bytes:
+    """A 24-megapixel PNG of a dark square on white: 4 of these fit in a request, not 5."""
+    image = Image.new("L", (4900, 4900), 255)
+    image.paste(0, (1500, 1000, 3400, 3900))
+    return encode(image, "PNG")
+
+
 def _split(*cells) -> dict:
     return {"dataframe_split": {"columns": ["image"], "data": [[cell] for cell in cells]}}
 
@@ -159,6 +167,18 @@ BAD = {
         lambda: _split(b64(preprocess.encode_png(np.zeros((28, 28), np.uint8))), ""),
         "Image 1: The file is empty",
     ),
+    "ragged array": (
+        lambda: {"inputs": {"image": [[[0] * 28] * 27 + [[0] * 5]]}},
+        "rows of different lengths",
+    ),
+    "too many images": (
+        lambda: _split(*[b64(preprocess.encode_png(np.zeros((28, 28), np.uint8)))] * 300),
+        f"at most {serving.MAX_IMAGES} are classified per request",
+    ),
+    "too many pixels": (
+        lambda: _split(*[b64(large_photo())] * 5),
+        "add up to more than",
+    ),
     "malformed JSON": (lambda: b'{"dataframe_split": {"columns": ["image"], "data": [', "JSON"),
     "no image field": (lambda: {"dataframe_split": {"columns": ["a"], "data": [[1]]}}, "image"),
 }
@@ -171,6 +191,82 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_answering(served, test_
     status, answer = post(url, make())
     assert 400 <= status < 500, answer
     assert message in answer["message"]
-    assert "Traceback" not in answer["message"]
+    # The sentence alone: no traceback, and not the request's data echoed before it.
+    assert "Traceback" not in answer["message"] and "stack_trace" not in answer
+    assert not answer["message"].startswith("Failed to predict data")
     status, answer = post(url, _split(b64(preprocess.encode_png(test_set[0][0]))))
     assert status == 200 and len(answer["predictions"]) == 1
+
+
+def test_a_body_over_the_limit_gets_413_with_a_sentence(served):
+    """Refused without being parsed, whether its size is announced or not (a chunked upload),
+    and read to the end first so that the client receives the answer."""
+    import http.client
+
+    url, _ = served
+    body = b"x" * (limits.MAX_BODY + 2**20)
+    status, answer = post(url, body)
+    assert status == 413 and "at most 32 MB is accepted" in answer["message"]
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+    parts = (body[i : i + 2**20] for i in range(0, len(body), 2**20))
+    connection.request(
+        "POST", "/invocations", parts, {"Content-Type": "application/json"}, encode_chunked=True
+    )
+    response = connection.getresponse()
+    assert response.status == 413 and "at most" in json.loads(response.read())["message"]
+    connection.close()
+
+
+def test_a_phone_jpeg_with_a_second_picture_gets_the_jpeg_answer(served, test_set):
+    url, _ = served
+    photo = Image.fromarray(test_set[0][0]).resize((280, 280)).convert("RGB")
+    depth = Image.new("RGB", photo.size)
+    mpo = encode(photo, "MPO", save_all=True, append_images=[depth], quality=95)
+    status, answer = post(url, _split(b64(mpo)))
+    assert status == 200, answer
+    assert answer == post(url, _split(b64(encode(photo, "JPEG", quality=95))))[1]
+
+
+def test_a_worker_that_dies_is_replaced(served, tmp_path):
+    """With several workers, uvicorn's supervisor starts a new one in place of a dead one."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from fmnist_lib.processes import env_with, free_port, running
+
+    model = tracking.download(registry.CHAMPION_URI, str(tmp_path / "model"))
+    port = free_port()
+    command = [sys.executable, "-m", "fmnist_lib", "serve", model, "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "log"
+    with running([*command, "--workers", "2"], f"{url}/ping", log, env=env_with()) as server:
+        parent = server.pid
+        workers = _children(parent)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and workers[0] in _children(parent):
+            time.sleep(0.2)
+        while time.monotonic() < deadline and len(_children(parent)) < 2:
+            time.sleep(0.2)
+        assert len(_children(parent)) == 2 and workers[0] not in _children(parent)
+        for _ in range(4):  # whichever worker takes it
+            status, _ = post(url, _split(b64(preprocess.encode_png(np.zeros((28, 28), np.uint8)))))
+            assert status == 200
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes uvicorn started from ``pid`` (from Linux's /proc): spawned by
+    multiprocessing, unlike its resource tracker."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in command:
+            children.append(int(stat.parent.name))
+    return sorted(children)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,3 +314,93 @@ def test_the_conversion_straightens_a_tilted_studio_photo():
     steps = preprocess.fashion_mnist_steps(studio_photo(shirt, angle=6)[0])
     assert 5 <= preprocess.tilt(steps["mask"] > 0) <= 7
     assert close_to(steps["stretched"], straight, 12)
+
+
+def test_a_phone_jpeg_with_a_second_picture_is_read_as_its_first(sample):
+    """Phones add a depth map or a second view (Multi-Picture Format): Pillow opens such a
+    JPEG as "MPO"; its first frame is the photo."""
+    photo = product_photo(sample).convert("RGB")
+    depth = Image.new("RGB", photo.size, (0, 0, 0))
+    mpo = encode(photo, "MPO", save_all=True, append_images=[depth], quality=95)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    assert np.array_equal(preprocess.prepare(mpo), _roundtrip(photo, "JPEG", quality=95))
+
+
+OTHER_FORMATS = {
+    "TIFF": lambda: encode(Image.new("L", (28, 28)), "TIFF"),
+    "HEIC": lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64),
+}
+
+
+@pytest.mark.parametrize("name", OTHER_FORMATS)
+def test_a_known_other_format_is_named(name):
+    with pytest.raises(ImageError, match=f"{name}.* not supported: send PNG, JPEG"):
+        preprocess.decode(OTHER_FORMATS[name]())
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "1", "I;16"])
+def test_a_large_picture_is_decoded_reduced_and_converts_as_the_small_one(sample, mode):
+    photo = product_photo(sample).convert("RGB")  # about 300 pixels
+    large = photo.resize((photo.width * 10, photo.height * 10), Image.Resampling.NEAREST)
+    if mode == "I;16":
+        large = Image.fromarray(np.asarray(large.convert("L"), dtype=np.uint16) * 257)
+    elif mode == "P":
+        large = large.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    else:
+        large = large.convert(mode)
+    picture = preprocess.decode(encode(large, "PNG"))
+    assert preprocess.DECODE_SIZE <= max(picture.size) < 2 * preprocess.DECODE_SIZE
+    tolerance = 30 if mode == "1" else 10
+    small = preprocess.prepare(encode(photo, "PNG"))
+    assert close_to(preprocess.to_fashion_mnist(picture), small, tolerance)
+
+
+def test_a_large_jpeg_is_decoded_at_a_fraction_of_its_size(sample):
+    photo = product_photo(sample).convert("RGB")
+    large = photo.resize((photo.width * 13, photo.height * 13), Image.Resampling.BICUBIC)
+    assert large.width * large.height > preprocess.MAX_FULL_PIXELS  # only a JPEG may be this big
+    picture = preprocess.decode(encode(large, "JPEG", quality=90))
+    assert preprocess.DECODE_SIZE <= max(picture.size) < 2 * preprocess.DECODE_SIZE
+    assert close_to(preprocess.to_fashion_mnist(picture), sample, 10)
+
+
+def test_formats_decoded_at_full_size_have_a_lower_cap():
+    with pytest.raises(ImageError, match="at most 25 megapixels for PNG"):
+        preprocess.decode(png_header(6000, 5000))
+
+
+MEASURE_PEAK = """
+import sys
+from fmnist_lib import preprocess
+data = open(sys.argv[1], "rb").read()
+def peak():
+    status = open("/proc/self/status").read().split("VmHWM:")[1]
+    return int(status.split()[0]) // 1024
+before = peak()
+picture = preprocess.decode(data)
+print(peak() - before, max(picture.size))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+@pytest.mark.parametrize(("mode", "bound"), [("P", 75), ("RGBA", 150)])
+def test_decoding_a_24_megapixel_png_bomb_never_holds_a_converted_copy(tmp_path, mode, bound):
+    """Decoded, a 4900x4900 picture is 24 MB as a palette and 96 MB as RGBA: expanding the
+    palette to RGBA, or premultiplying the transparency to reduce it, would add 96 MB more."""
+    side = 4900
+    image = Image.new(mode, (side, side), 0)
+    if mode == "P":
+        image.putpalette([255, 255, 255, 0, 0, 0] * 128)
+        image.info["transparency"] = 0
+    image.paste(1 if mode == "P" else (0, 0, 0, 255), (2000, 2000, 3000, 3000))
+    path = tmp_path / "bomb.png"
+    image.save(path, optimize=True)
+    assert path.stat().st_size < 150_000  # a bomb: far larger decoded than sent
+    script = tmp_path / "peak.py"
+    script.write_text(MEASURE_PEAK)
+    out = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, check=True
+    )
+    growth, size = map(int, out.stdout.split())
+    assert size < 2 * preprocess.DECODE_SIZE
+    assert growth < bound, f"decoding grew the process by {growth} MB"
