@@ -10,19 +10,23 @@ same preprocessing as the served model), models come from the MLflow registry th
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 # Light imports only: MLflow and TensorFlow load in the background (see `start_loading`) while
 # the page is drawn, so that the uploader shows within a second or two of opening the app.
-from fmnist_lib import explain, plots, predictions, registry, tracking
+from fmnist_lib import explain, plots, predictions, processes, registry, tracking
 from fmnist_lib.acquisition import DatasetError, load_test_set
 from fmnist_lib.config import generated_dir
 from fmnist_lib.data import CLASS_NAMES
 
 DETAILS = 12  # images shown in full; the table lists them all
+MAX_FILES = 20  # uploads classified per run: more would make a slow page
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp"]
 DRAWING_SIZE = 280  # pixels of the drawing canvas, ten times the model's 28
 
@@ -31,6 +35,7 @@ st.set_page_config(page_title="Fashion-MNIST classifier", page_icon="👕", layo
 
 @st.cache_resource
 def _loader() -> ThreadPoolExecutor:
+    processes.give_back_freed_memory()  # once per process: uploads of 20 MB come and go
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
 
 
@@ -50,7 +55,6 @@ def warm_up() -> Future:
 
 
 def _load(uri: str):
-    import numpy as np
 
     from fmnist_lib import artifact
 
@@ -89,9 +93,20 @@ def test_gallery() -> list[predictions.Item]:
     return predictions.test_gallery(*load_test_set(download=False))
 
 
-@st.cache_data(max_entries=1000, show_spinner=False)
+# Keyed by the input's hash, holding what is shown (thumbnails and the 28x28 image), not the
+# upload: 100 entries of under 1 MB each, for an hour at most, whatever the uploads weigh.
+@st.cache_data(max_entries=100, ttl=3600, show_spinner=False)
+def _examined(key: str, _item: predictions.Item) -> predictions.Examined:
+    examined = predictions.examine(_item)
+    return dataclasses.replace(examined, item=dataclasses.replace(_item, data=None))
+
+
 def examine(item: predictions.Item) -> predictions.Examined:
-    return predictions.examine(item)
+    data = item.data if item.data is not None else b""
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data)
+    digest = hashlib.sha256(data).hexdigest()
+    return _examined(f"{item.source}/{item.name}/{item.label}/{digest}", item)
 
 
 def pick_one_of_each(gallery: list[predictions.Item]) -> None:
@@ -114,7 +129,16 @@ def inputs() -> list[predictions.Item]:
             accept_multiple_files=True,
             key="uploads",
         )
-    items = [predictions.Item(f.name, f.getvalue()) for f in files or []]
+    files = files or []
+    if len(files) > MAX_FILES:
+        upload_tab.warning(
+            f"{len(files)} pictures uploaded: the app classifies {MAX_FILES} at a time, here "
+            f"the first {MAX_FILES}. Remove some (×) to see the others.",
+            icon="✋",
+        )
+        files = files[:MAX_FILES]
+    # The upload's own buffer, not a copy: the app then holds each photo once.
+    items = [predictions.Item(f.name, f.getbuffer()) for f in files]
     with draw_tab:
         st.caption(
             "Draw one garment, dark on white and as large as the box: the drawing goes through "

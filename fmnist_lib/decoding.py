@@ -117,7 +117,7 @@ def _shrunk(image: Image.Image) -> Image.Image:
     return shrunk
 
 
-def decode(data: bytes, budget: PixelBudget | None = None) -> Image.Image:
+def decode(data: bytes | memoryview, budget: PixelBudget | None = None) -> Image.Image:
     """Open image file bytes (PNG, JPEG, WebP, GIF or BMP), refusing anything unsafe or broken,
     and reduce the picture to about `DECODE_SIZE` pixels on its longest edge (all the
     conversion uses). Orientation from EXIF is applied; an animation gives its first frame.
@@ -155,7 +155,7 @@ def decode(data: bytes, budget: PixelBudget | None = None) -> Image.Image:
     except ImageError:
         raise
     except UnidentifiedImageError:
-        name = _OTHER_FORMATS.get(data[:4])
+        name = _OTHER_FORMATS.get(bytes(data[:4]))
         if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
             name = "HEIC and AVIF"  # an iPhone's photo: its share menu exports a JPEG
         if name:

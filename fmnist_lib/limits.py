@@ -3,6 +3,8 @@ request (or many at once) can make a server hold is bounded before any of it is 
 
 - A body over `MAX_BODY` is refused with 413, by its ``Content-Length`` before it is read or by
   the bytes that actually arrive (a chunked upload says no length).
+- A body of over `MAX_VALUES` JSON values (numbers, mostly) is refused with 413 before MLflow
+  parses it: the model refuses more than 256 images anyway.
 - A body that takes over `BODY_SECONDS` to arrive (a slow upload holding a place) gets 408.
 - At most `MAX_ACTIVE` requests are answered at once per worker process, `MAX_WAITING` more
   wait, and their bodies together hold at most `MAX_BUFFERED` bytes: beyond, 503 with a
@@ -26,6 +28,10 @@ BODY_SECONDS = 30.0
 # client asked first ("Expect: 100-continue"): a client that is still sending when the server
 # closes gets a broken pipe, not the answer.
 DRAIN_SECONDS = 10.0
+# JSON values (counted by their commas) in a body: 256 arrays of 28x28 numbers and room to
+# spare. MLflow parses a body into Python objects and deep-copies them: 32 MB of small numbers
+# would take 18 s and 400 MB before the model could refuse them.
+MAX_VALUES = 300_000
 MAX_ACTIVE = 4  # MLflow predicts in asyncio's thread pool: cores + 4 threads
 MAX_WAITING = 12
 MAX_BUFFERED = 128 * 2**20
@@ -56,6 +62,15 @@ def too_large(size: int | None = None) -> object:
         "REQUEST_TOO_LARGE",
         f"{what}; at most {MAX_BODY // 2**20} MB is accepted: send fewer or smaller images "
         "(a JPEG of a few megapixels is enough, the model sees 28x28 pixels).",
+    )
+
+
+def too_many_values() -> object:
+    return _answer(
+        413,
+        "REQUEST_TOO_LARGE",
+        f"The request holds over {MAX_VALUES:,} values: 256 images of 28x28 numbers fit in "
+        "one; send the others in more requests, or send image files.",
     )
 
 
@@ -112,6 +127,8 @@ class Limits:
                 return
             body = b"".join(reading.chunks)
             reading.chunks.clear()
+            if body.count(b",") > MAX_VALUES:
+                return await too_many_values()(send)
             async with self.slots:
                 await self.app(scope, _replay(body, receive), _without_stack_trace(send))
         finally:
@@ -242,30 +259,13 @@ def _echo(answer: dict) -> str | None:
     return None
 
 
-def give_back_freed_memory() -> None:
-    """Make glibc's malloc return a large picture's memory to the system once it is freed.
-    By default it serves blocks up to 32 MB from heaps that it keeps (one per thread, each
-    growing to its largest request), so a worker that once decoded big pictures in several
-    threads stays hundreds of MB larger. Blocks of 1 MB and more then come from mmap, given
-    back on free, and the threads share two heaps. Nothing happens off glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_mmap_threshold, m_arena_max = -3, -8  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, 2**20)
-    mallopt(m_arena_max, 2)
-
-
 def __getattr__(name: str):
     # The app uvicorn imports by name ("fmnist_lib.limits:app", so that each worker process
     # builds its own): MLflow's scoring app, for the model `_compat.serve_model_at` named.
     if name == "app":
         from mlflow.pyfunc.scoring_server.app import app as scoring
+
+        from .processes import give_back_freed_memory
 
         give_back_freed_memory()
         return Limits(scoring)

@@ -28,11 +28,11 @@ INK = 250  # a canvas with no pixel darker than this is blank (anti-aliasing lea
 
 @dataclass(frozen=True)
 class Item:
-    """One image to classify: an image file's bytes, or a 28x28 uint8 array (a test image).
-    ``label`` is the true class id when it is known."""
+    """One image to classify: an image file's bytes (or a view of them), or a 28x28 uint8
+    array (a test image). ``label`` is the true class id when it is known."""
 
     name: str
-    data: bytes | np.ndarray | None  # None: a file that could not be read
+    data: bytes | memoryview | np.ndarray | None  # None: a file that could not be read
     label: int | None = None
     source: str = "upload"
 

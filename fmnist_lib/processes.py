@@ -31,13 +31,20 @@ def env_with(**variables) -> dict[str, str]:
 
 
 @contextmanager
-def running(command: list[str], ready_url: str, log: Path, env=None, timeout: float = 120):
-    """Run ``command`` until the block ends; wait until ``ready_url`` answers 200. The server's
-    output goes to ``log``, shown if it dies or never answers."""
+def running(
+    command: list[str], ready_url: str, log: Path, env=None, timeout: float = 120, cwd=None
+):
+    """Run ``command`` (in the folder ``cwd``) until the block ends; wait until ``ready_url``
+    answers 200. The server's output goes to ``log``, shown if it dies or never answers."""
     with open(log, "wb") as out:
         # A session of its own: mlflow starts uvicorn or gunicorn as children, stopped with it.
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
         )
     # Also stopped if the interpreter exits first (a notebook kernel shut down mid-chapter).
     stop = functools.partial(_stop, process)
@@ -74,3 +81,23 @@ def _stop(process: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             pass
+
+
+def give_back_freed_memory() -> None:
+    """Make glibc's malloc return a large block's memory to the system once it is freed (for
+    a long-lived server: the API, the app). By default it serves blocks up to 32 MB from heaps
+    that it keeps (one per thread, each growing to its largest request), so a server that once
+    decoded big pictures or received big uploads in several threads stays hundreds of MB
+    larger. Blocks of 1 MB and more then come from mmap, given
+    back on free, and the threads share two heaps. Nothing happens off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_mmap_threshold, m_arena_max = -3, -8  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, 2**20)
+    mallopt(m_arena_max, 2)

@@ -186,3 +186,34 @@ def test_generated_images_can_be_picked(app_store, monkeypatch, tmp_path, test_s
     assert table["image"].tolist() == picks
     assert table["source"].tolist() == ["generated"] * 2
     assert table["true class"].tolist() == [made[0].class_name, made[-1].class_name]
+
+
+APP_MAX_FILES = 20  # streamlit_app.MAX_FILES (the script is not imported: it runs the app)
+
+
+def test_more_files_than_a_run_classifies_get_a_message(app, test_set):
+    uploader = app.file_uploader[0]
+    extra = 3
+    for k in range(APP_MAX_FILES + extra):
+        uploader.upload(f"image{k}.png", preprocess.encode_png(test_set[0][k]), "image/png")
+    app.run()
+    assert not app.exception
+    assert any(f"{APP_MAX_FILES + extra} pictures uploaded" in w.value for w in app.warning)
+    assert _table(app)["image"].tolist() == [f"image{k}.png" for k in range(APP_MAX_FILES)]
+
+
+def test_the_examined_cache_keeps_no_upload(app, test_set):
+    """What the app keeps of an upload (shared by every session, for an hour at most) is what
+    it shows, not the file."""
+    uploader = app.file_uploader[0]
+    photo = custom_images.render_product_photo(test_set[0][0], np.random.default_rng(0))
+    data = encode(photo.resize((photo.width * 4, photo.height * 4)), "PNG")
+    uploader.upload("large.png", data, "image/png")
+    app.run()
+    assert not app.exception and len(_table(app)) == 1
+    # Streamlit's own account of its caches' memory (what its /_stcore/metrics page reports).
+    from streamlit.runtime.caching.cache_data_api import _data_caches
+
+    stats = [s for group in _data_caches.get_stats().values() for s in group]
+    kept = [s.byte_length for s in stats if s.cache_name.endswith("_examined")]
+    assert len(kept) == 1 and kept[0] < min(len(data) / 2, 2**20), kept

@@ -1,4 +1,4 @@
-"""The app benchmark runs and reports sane figures (a smoke run: speed is not asserted)."""
+"""The benchmarks run and report sane figures (smoke runs: speed is not asserted)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,45 @@ def test_the_app_benchmark_says_when_there_is_no_model(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert result.returncode == 1 and "python -m fmnist_lib register" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_load_benchmark_prints_its_tables(app_store):
+    """Locust against a real `python -m fmnist_lib serve`: every worst-case request gets its
+    expected answer, and the tables are printed (a smoke run: speed is not asserted)."""
+    script = PROJECT_ROOT / "benchmarks" / "load.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
+    result = subprocess.run(
+        [sys.executable, str(script), "--smoke"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    worst = dict(re.findall(r"^\| ([^|]+?) \| (\d+) \|", out, flags=re.M))
+    assert worst["png"] == "200" and worst["phone jpeg"] == "200"
+    assert worst["body of 40 MB"] == worst["32 MB of numbers"] == "413"
+    assert worst["bomb 15000x15000"] == worst["1000 images"] == "400"
+    growth = re.search(r"Largest growth: (\d+) MB", out)
+    assert growth and 0 <= int(growth.group(1)) < 2000
+    assert "| healthy (hostile beside) | 2 |" in out
+    assert "The server answered a healthy request right after every run." in out
+
+
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason=MISSING)
+def test_the_app_memory_benchmark_prints_its_figures(app_store):
+    script = PROJECT_ROOT / "benchmarks" / "app_memory.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0], "CHROMIUM": CHROMIUM}
+    result = subprocess.run(
+        [sys.executable, str(script), "--uploads", "2", "--per-run", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert re.search(r"run +2: +2 uploads", out)
+    assert re.search(r"25 files at once: the message after [\d.]+ s", out)
+    assert re.search(r"Target: peak during the uploads under 1024 MB: (met|missed)", out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,8 @@ def app_url(app_store, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         classifier = artifact.load(listed[0].uri)
-    with running(command, f"{url}/_stcore/health", folder / "streamlit.log", env=env):
+    # Started from another folder: the limits in .streamlit/config.toml still apply.
+    with running(command, f"{url}/_stcore/health", folder / "streamlit.log", env=env, cwd=folder):
         yield url, listed[0], classifier
 
 
@@ -61,6 +63,7 @@ def test_an_upload_is_classified_and_a_broken_file_explained(app_url, browser, t
     uploader = page.wait_for_selector(
         '[data-testid="stFileUploaderDropzoneInput"]', state="attached", timeout=120_000
     )
+    assert "20MB per file" in page.inner_text('[data-testid="stFileUploaderDropzone"]')
     uploader.set_input_files(
         [
             {"name": "boot.png", "mimeType": "image/png", "buffer": png},
@@ -90,6 +93,19 @@ def test_an_upload_is_classified_and_a_broken_file_explained(app_url, browser, t
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}", file=sys.stderr)
     page.close()
+
+
+def test_the_app_listens_on_127_0_0_1_only_wherever_it_is_started_from(app_url):
+    """The app has no accounts: bound to the loopback address by the config file beside the
+    script (`streamlit run` started from another folder, as app_url does)."""
+    port = int(app_url[0].rsplit(":", 1)[1])
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                listening.append(local.rsplit(":", 1)[0])
+    assert listening == ["0100007F"]  # 127.0.0.1, little-endian hex
 
 
 def test_a_garment_drawn_with_the_mouse_is_classified(app_url, browser, tmp_path):

@@ -152,3 +152,17 @@ def test_error_answers_lose_the_stack_trace_and_the_echoed_data(mlflow_answer):
         assert int(headers[b"content-length"]) == len(json.dumps(answer).encode())
 
     asyncio.run(scenario())
+
+
+def test_a_body_of_too_many_values_is_refused_before_it_is_parsed():
+    async def scenario():
+        inner = Held()
+        inner.release.set()
+        app = limits.Limits(inner)
+        numbers = b"[" + b"0," * (limits.MAX_VALUES + 1) + b"0]"
+        status, answer, _ = await call(app, numbers)
+        assert status == 413 and "values" in answer["message"] and inner.most == 0
+        status, _, _ = await call(app, b"[" + b"0," * 1000 + b"0]")
+        assert status == 200 and inner.most == 1
+
+    asyncio.run(scenario())
