@@ -133,13 +133,21 @@ def locust(url: str, users: dict[str, int], seconds: int, folder: Path, tag: str
             total = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
         results[user] = {
             "users": users[user],
-            "requests/s": float(total["Requests/s"]),
-            "p50": float(total["50%"]),
-            "p95": float(total["95%"]),
-            "p99": float(total["99%"]),
+            "requests/s": _number(total["Requests/s"]),
+            "p50": _number(total["50%"]),
+            "p95": _number(total["95%"]),
+            "p99": _number(total["99%"]),
             "statuses": json.loads(Path(f"{prefix}-statuses.json").read_text()),
         }
     return results
+
+
+def _number(text: str) -> float:
+    """Locust's figure, or NaN where it has none ("N/A": no request ended in the run)."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _statuses(counts: dict[str, dict[str, int]]) -> str:

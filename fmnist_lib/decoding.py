@@ -19,7 +19,7 @@ import threading
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .data import IMAGE_SHAPE
 
@@ -35,6 +35,19 @@ DECODE_SIZE = 2 * WORK_SIZE
 # (~179 Mpx), which lets a 17 KB PNG of 12000x12000 through to a 0.5 s decode.
 MAX_PIXELS = 50_000_000
 MAX_FULL_PIXELS = 25_000_000
+# WebP's decoder holds about 16 bytes a pixel while it works (measured): a lower cap.
+_FULL_SIZE_CAPS = {"WEBP": (8_000_000, " for WebP")}
+MAX_FILE_BYTES = 20 * 2**20  # the app's upload limit too
+MAX_SEGMENTS = 200  # a phone JPEG has about 20; an ICC profile in pieces, a few more
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 # A phone's JPEG with a depth map or a second view ("Multi-Picture Format") opens as MPO: its
 # first frame is the JPEG.
@@ -117,6 +130,35 @@ def _shrunk(image: Image.Image) -> Image.Image:
     return shrunk
 
 
+def _check_jpeg_segments(data) -> None:
+    """Refuse a JPEG with more than `MAX_SEGMENTS` segments before its picture: Pillow reads
+    each in Python, so a file of empty ones costs seconds a megabyte."""
+    view = memoryview(data)
+    at, count = 2, 0
+    while at + 4 <= len(view) and view[at] == 0xFF:
+        marker = view[at + 1]
+        if marker == 0xDA:  # start of scan: the picture follows
+            return
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        count += 1
+        if count > MAX_SEGMENTS:
+            raise ImageError(
+                f"The JPEG holds over {MAX_SEGMENTS} metadata segments: save it again from "
+                "an image editor."
+            )
+        standalone = marker == 0x01 or 0xD0 <= marker <= 0xD8
+        at += 2 if standalone else 2 + (view[at + 2] << 8 | view[at + 3])
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says. Only that tag is read: Pillow's
+    `ImageOps.exif_transpose` rewrites every tag, a second a megabyte of crafted EXIF."""
+    method = _TRANSPOSE.get(image.getexif().get(0x0112))
+    return image.transpose(method) if method is not None else image
+
+
 def decode(data: bytes | memoryview, budget: PixelBudget | None = None) -> Image.Image:
     """Open image file bytes (PNG, JPEG, WebP, GIF or BMP), refusing anything unsafe or broken,
     and reduce the picture to about `DECODE_SIZE` pixels on its longest edge (all the
@@ -124,10 +166,17 @@ def decode(data: bytes | memoryview, budget: PixelBudget | None = None) -> Image
     ``budget``, if given, is charged with the pixels decoded."""
     if not data:
         raise ImageError("The file is empty.")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(
+            f"The file is {len(data) / 2**20:.0f} MB; at most {MAX_FILE_BYTES // 2**20} MB per "
+            "image (a phone's photo is a few MB)."
+        )
     try:
         with warnings.catch_warnings():
             # Pillow only warns between its two bomb limits: make that a refusal too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if bytes(data[:2]) == b"\xff\xd8":
+                _check_jpeg_segments(data)  # before Pillow reads them one by one
             image = Image.open(io.BytesIO(data), formats=FORMATS)  # no other parser runs
             width, height = image.size
             if width * height > MAX_PIXELS:
@@ -137,11 +186,19 @@ def decode(data: bytes | memoryview, budget: PixelBudget | None = None) -> Image
                 raise ImageError(
                     f"{image.format} images are not supported: send PNG, JPEG, WebP, GIF or BMP."
                 )
+            cap, what = _FULL_SIZE_CAPS.get(kind, (MAX_FULL_PIXELS, " for PNG, GIF and BMP"))
+            full_size = kind != "JPEG" or "progressive" in image.info or "progression" in image.info
             if kind == "JPEG":
-                image.draft(None, (DECODE_SIZE, DECODE_SIZE))  # sets the size it will decode
-            elif width * height > MAX_FULL_PIXELS:
-                raise _too_large(width, height, MAX_FULL_PIXELS, " for PNG, WebP, GIF and BMP")
-            pixels = image.width * image.height
+                # Shrunk as it decodes; a progressive JPEG still holds every coefficient at
+                # full size, and a long thin one cannot shrink below 512 on its short side.
+                image.draft(None, (DECODE_SIZE, DECODE_SIZE))
+                if full_size:
+                    cap, what = MAX_FULL_PIXELS, " for a progressive JPEG"
+                elif image.width * image.height > MAX_FULL_PIXELS:
+                    raise _too_large(width, height, MAX_FULL_PIXELS, " for a JPEG this shape")
+            if full_size and width * height > cap:
+                raise _too_large(width, height, cap, what)
+            pixels = width * height if full_size else image.width * image.height
             if budget is not None:
                 budget.spend(pixels)
             if pixels > LARGE_DECODE:
@@ -151,7 +208,7 @@ def decode(data: bytes | memoryview, budget: PixelBudget | None = None) -> Image
             else:
                 image.load()
                 image = _shrunk(image)
-            return ImageOps.exif_transpose(image)
+            return _upright(image)
     except ImageError:
         raise
     except UnidentifiedImageError:

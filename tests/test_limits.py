@@ -39,9 +39,15 @@ class Held:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+def text(size: int) -> bytes:
+    """A JSON string of ``size`` bytes in all."""
+    return b'"' + b"x" * (size - 2) + b'"'
+
+
 async def call(app, body: bytes = b"{}", chunks: int = 1, length: bool = True, pause=None):
     """One POST through ``app``: its status and decoded JSON answer."""
-    headers = [(b"content-length", str(len(body)).encode())] if length else []
+    headers = [(b"content-type", b"application/json")]
+    headers += [(b"content-length", str(len(body)).encode())] if length else []
     scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": headers}
     size = -(-len(body) // chunks) or 1
     parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
@@ -70,7 +76,7 @@ async def call(app, body: bytes = b"{}", chunks: int = 1, length: bool = True, p
 def test_a_body_over_the_limit_is_refused_by_its_length_or_by_what_arrives():
     async def scenario():
         app = limits.Limits(Held())
-        big = b"x" * (limits.MAX_BODY + 1)
+        big = text(limits.MAX_BODY + 1)
         for length in (True, False):  # announced, or a chunked upload that says nothing
             status, answer, _ = await call(app, big, chunks=40, length=length)
             assert status == 413 and answer["error_code"] == "REQUEST_TOO_LARGE"
@@ -106,7 +112,7 @@ def test_bodies_held_together_are_bounded(monkeypatch):
     async def scenario():
         inner = Held()
         app = limits.Limits(inner)
-        one_mb = b"x" * 2**20
+        one_mb = text(2**20)
         held = [asyncio.create_task(call(app, one_mb)) for _ in range(3)]
         await asyncio.sleep(0.05)
         status, answer, _ = await call(app, one_mb)
@@ -124,7 +130,7 @@ def test_a_slow_upload_gets_408_and_gives_its_place_back(monkeypatch):
     async def scenario():
         app = limits.Limits(Held())
         never = asyncio.Event()
-        status, answer, _ = await call(app, b"x" * 1000, chunks=2, pause=never)
+        status, answer, _ = await call(app, text(1000), chunks=2, pause=never)
         assert status == 408 and "did not arrive within" in answer["message"]
         assert app.admitted == 0 and app.buffered == 0
 
@@ -164,5 +170,72 @@ def test_a_body_of_too_many_values_is_refused_before_it_is_parsed():
         assert status == 413 and "values" in answer["message"] and inner.most == 0
         status, _, _ = await call(app, b"[" + b"0," * 1000 + b"0]")
         assert status == 200 and inner.most == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "words"),
+    [
+        (b"text/csv", b"image\nAAAA\n", 415, "The API reads JSON"),
+        (b"application/vnd.apache.parquet", b"PAR1", 415, "The API reads JSON"),
+        (b"application/json", b'{"inputs": [', 400, "not valid JSON"),
+        (b"application/json", b"\xff\xfe{}", 400, "not valid JSON"),
+        (b"application/json", b"[" * 100_000, 400, "not valid JSON"),
+        (
+            b"application/json",
+            json.dumps({"instances": [{"image": "A" * 2**20}] + [{"image": ""}] * 100}).encode(),
+            413,
+            "'dataframe_split' format",
+        ),
+    ],
+)
+def test_bodies_mlflow_must_not_parse_are_refused(content_type, body, status, words):
+    refusal = limits.checked(body, content_type)
+    assert refusal is not None
+
+    async def scenario():
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        await refusal(send)
+        answer = json.loads(sent[1]["body"])
+        assert sent[0]["status"] == status and words in answer["message"]
+
+    asyncio.run(scenario())
+
+
+def test_image_files_in_any_format_pass_the_check():
+    png = "iVBORw0KGgo" * 1000
+    for body in (
+        {"dataframe_split": {"columns": ["image"], "data": [[png]] * 64}},
+        {"inputs": {"image": [png] * 8}},
+        {"inputs": {"image": [[[0] * 28] * 28] * 256}},
+    ):
+        assert limits.checked(json.dumps(body).encode(), b"application/json; charset=utf-8") is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "message"),
+    [
+        (b"Request processing time exceeded limit", 504, "Request processing time exceeded limit"),
+        (b'{"detail": "Not Found"}', 404, "Not Found"),
+        (
+            b'{"error_code": "X", "message": "' + b"data " * 20_000 + b'"}',
+            400,
+            "The request could not",
+        ),
+    ],
+)
+def test_every_error_answer_is_one_json_sentence(answer, status, message):
+    async def scenario():
+        inner = Held(status, answer)
+        inner.release.set()
+        got, body, headers = await call(limits.Limits(inner))
+        assert got == status and body["message"].startswith(message)
+        assert headers[b"content-type"] == b"application/json"
+        assert int(headers[b"content-length"]) < limits.MAX_ERROR
 
     asyncio.run(scenario())

@@ -404,3 +404,43 @@ def test_decoding_a_24_megapixel_png_bomb_never_holds_a_converted_copy(tmp_path,
     growth, size = map(int, out.stdout.split())
     assert size < 2 * preprocess.DECODE_SIZE
     assert growth < bound, f"decoding grew the process by {growth} MB"
+
+
+def test_orientation_is_read_alone_from_a_large_exif():
+    """Orientation 6 beside a tag of 200,000 values (1.6 MB of EXIF): the picture is turned,
+    the other tags are never unpacked (Pillow's exif_transpose would, for seconds)."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x0214] = tuple(IFDRational(i + 1, 3) for i in range(200_000))
+    data = encode(Image.new("RGB", (60, 40), "white"), "PNG", exif=exif)
+    assert len(data) > 10**6
+    assert preprocess.decode(data).size == (40, 60)
+
+
+def _jpeg_with_segments(count: int) -> bytes:
+    jpeg = encode(Image.new("RGB", (32, 32), "white"), "JPEG")
+    return jpeg[:2] + b"\xff\xe1\x00\x02" * count + jpeg[2:]
+
+
+def test_a_jpeg_of_countless_empty_segments_is_refused_before_pillow_reads_them():
+    assert preprocess.decode(_jpeg_with_segments(20)).size == (32, 32)
+    with pytest.raises(ImageError, match="over 200 metadata segments"):
+        preprocess.decode(_jpeg_with_segments(250_000))
+
+
+def test_what_is_decoded_at_full_size_has_its_own_cap():
+    big = Image.new("RGB", (6000, 4500), "white")  # 27 megapixels
+    with pytest.raises(ImageError, match="25 megapixels for a progressive JPEG"):
+        preprocess.decode(encode(big, "JPEG", progressive=True))
+    with pytest.raises(ImageError, match="8 megapixels for WebP"):
+        preprocess.decode(encode(Image.new("RGB", (3000, 3000), "white"), "WEBP"))
+    thin = Image.new("RGB", (60_000, 500), "white")  # 30 Mpx that libjpeg cannot shrink
+    with pytest.raises(ImageError, match="for a JPEG this shape"):
+        preprocess.decode(encode(thin, "JPEG"))
+
+
+def test_a_file_over_20_mb_is_refused_unread():
+    with pytest.raises(ImageError, match="at most 20 MB per image"):
+        preprocess.decode(b"\x89PNG" + bytes(21 * 2**20))
