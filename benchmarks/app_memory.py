@@ -64,12 +64,13 @@ def unique(jpeg: bytes, number: int) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + jpeg[2:]
 
 
-def resident_mb(pid: int) -> tuple[float, float]:
-    """Resident and peak resident memory of ``pid`` and its children, in MB."""
+def resident_mb(pid: int, field: str = "VmRSS") -> tuple[float, float]:
+    """Resident (or ``field``: RssAnon, the memory that is not mapped files such as
+    TensorFlow's libraries) and peak resident memory of ``pid`` and its children, in MB."""
     rss = peak = 0.0
     for status in [Path(f"/proc/{pid}/status"), *_children_status(pid)]:
         fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-        rss += int(fields["VmRSS"].split()[0]) / 1024
+        rss += int(fields[field].split()[0]) / 1024
         peak += int(fields["VmHWM"].split()[0]) / 1024
     return rss, peak
 
@@ -151,7 +152,10 @@ def session(uploads: int, per_run: int, folder: Path) -> dict:
             done += count
             run += 1
             rss, peak = resident_mb(server.pid)
-            trace.append({"uploads": done, "seconds": seconds, "rss": rss, "peak": peak})
+            anon = resident_mb(server.pid, "RssAnon")[0]
+            trace.append(
+                {"uploads": done, "seconds": seconds, "rss": rss, "peak": peak, "anon": anon}
+            )
             print(f"  run {run:3d}: {done:4d} uploads, {seconds:5.1f} s, {rss:6.0f} MB resident")
 
         # More files than a run classifies: the message, not a slow page.
@@ -204,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['loaded peak']:.0f} MB at its peak, tracing the networks), then "
         f"{highest:.0f} MB at most between runs, {peak:.0f} MB peak during the runs, "
         f"{trace[-1]['rss']:.0f} MB after {trace[-1]['uploads']} uploads."
+    )
+    print(
+        f"Of which not mapped files (RssAnon): {trace[0]['anon']:.0f} MB after the first run, "
+        f"{max(row['anon'] for row in trace):.0f} MB at most, {trace[-1]['anon']:.0f} MB at "
+        "the end; the rest is mostly TensorFlow's and the other libraries' code."
     )
     print(f"Seconds per run: median {statistics.median(r['seconds'] for r in trace):.1f}.")
     print(

@@ -62,6 +62,23 @@ def phone_photo(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def rgba_bomb(side: int) -> bytes:
+    """A transparent RGBA PNG of side x side, 4 bytes a pixel once decoded: the costliest
+    picture the caps let through (24 megapixels: 96 MB decoded)."""
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    image.paste((0, 0, 0, 255), (side // 3, side // 4, 2 * side // 3, 3 * side // 4))
+    return _png(image, optimize=True)
+
+
+def progressive_jpeg(side: int) -> bytes:
+    """A progressive JPEG: libjpeg holds all its coefficients whatever the scale it decodes at."""
+    image = Image.new("RGB", (side, side), "white")
+    image.paste((0, 0, 0), (side // 3, side // 4, 2 * side // 3, 3 * side // 4))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, progressive=True)
+    return buffer.getvalue()
+
+
 def palette_bomb(side: int) -> bytes:
     """A transparent palette PNG of side x side with a dark square: tens of kilobytes."""
     image = Image.new("P", (side, side), 0)
@@ -84,6 +101,9 @@ def bodies() -> dict[str, bytes]:
         "bomb 15000x15000": _split(_png(Image.new("1", (15000, 15000)))),
         "palette bomb 4900x4900": _split(palette_bomb(4900)),
         "palette bomb 7000x7000": _split(palette_bomb(7000)),
+        "RGBA bomb 4900x4900": _split(rgba_bomb(4900)),
+        "progressive JPEG 4900x4900": _split(progressive_jpeg(4900)),
+        "4 RGBA bombs in one request": _split(*[rgba_bomb(4900)] * 4),
         "body of 40 MB": b'{"dataframe_split": "' + b"A" * (40 * 2**20) + b'"}',
         "1000 images": _split(*[pngs[0]] * 1000),
         "32 MB of numbers": numbers,
