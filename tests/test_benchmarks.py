@@ -16,16 +16,25 @@ from fmnist_lib.config import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 
+def run_benchmark(script: str, store: str, *args: str, timeout=None, **variables):
+    """``benchmarks/<script>`` with ``args`` in a process of its own, on the MLflow store
+    ``store``; its output captured."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, **variables}
+    command = [sys.executable, str(PROJECT_ROOT / "benchmarks" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
 @pytest.mark.skipif(not HAVE_CHROMIUM, reason=MISSING)
 def test_the_app_benchmark_prints_its_figures(app_store):
-    script = PROJECT_ROOT / "benchmarks" / "app_speed.py"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0], "CHROMIUM": CHROMIUM}
-    result = subprocess.run(
-        [sys.executable, str(script), "--repeats", "3", "--cold-runs", "1"],
-        capture_output=True,
-        text=True,
-        env=env,
+    result = run_benchmark(
+        "app_speed.py",
+        app_store[0],
+        "--repeats",
+        "3",
+        "--cold-runs",
+        "1",
         timeout=300,
+        CHROMIUM=CHROMIUM,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
@@ -50,9 +59,7 @@ def test_the_app_benchmark_prints_its_figures(app_store):
 
 
 def test_the_app_benchmark_says_when_there_is_no_model(tmp_path):
-    script = PROJECT_ROOT / "benchmarks" / "app_speed.py"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    result = run_benchmark("app_speed.py", f"sqlite:///{tmp_path / 'empty.db'}")
     assert result.returncode == 1 and "python -m fmnist_lib register" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -60,15 +67,7 @@ def test_the_app_benchmark_says_when_there_is_no_model(tmp_path):
 def test_the_load_benchmark_prints_its_tables(app_store):
     """Locust against a real `python -m fmnist_lib serve`: every worst-case request gets its
     expected answer, and the tables are printed (a smoke run: speed is not asserted)."""
-    script = PROJECT_ROOT / "benchmarks" / "load.py"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0]}
-    result = subprocess.run(
-        [sys.executable, str(script), "--smoke"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    result = run_benchmark("load.py", app_store[0], "--smoke", timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
     worst = dict(re.findall(r"^\| ([^|]+?) \| (\d+) \|", out, flags=re.M))
@@ -83,14 +82,15 @@ def test_the_load_benchmark_prints_its_tables(app_store):
 
 @pytest.mark.skipif(not HAVE_CHROMIUM, reason=MISSING)
 def test_the_app_memory_benchmark_prints_its_figures(app_store):
-    script = PROJECT_ROOT / "benchmarks" / "app_memory.py"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": app_store[0], "CHROMIUM": CHROMIUM}
-    result = subprocess.run(
-        [sys.executable, str(script), "--uploads", "2", "--per-run", "1"],
-        capture_output=True,
-        text=True,
-        env=env,
+    result = run_benchmark(
+        "app_memory.py",
+        app_store[0],
+        "--uploads",
+        "2",
+        "--per-run",
+        "1",
         timeout=600,
+        CHROMIUM=CHROMIUM,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
