@@ -40,31 +40,35 @@ def _loader() -> ThreadPoolExecutor:
 
 
 def _import_frameworks() -> None:
-    # In the order the page needs them: MLflow's store lists the models (2 s of imports),
-    # TensorFlow runs them (2-3 s). The page waits only for what it needs.
+    # MLflow's store lists the models (2 s of imports); onnxruntime runs the networks. Not
+    # TensorFlow: 3 s and 450 MB, loaded only when a saliency map is asked for (`explainer`).
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    import tensorflow  # noqa: F401
+    import onnxruntime  # noqa: F401
 
     from fmnist_lib import serving  # noqa: F401
 
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> Future:
-    """Start importing MLflow and TensorFlow while the first page is drawn."""
+    """Start importing MLflow and onnxruntime while the first page is drawn."""
     return _loader().submit(_import_frameworks)
 
 
 def _load(uri: str):
-
     from fmnist_lib import artifact
 
     classifier = artifact.load(uri)
-    # Trace the compiled functions now, in the background, not on the first upload.
-    blank = np.zeros((1, 28, 28), dtype=np.uint8)
-    classifier.predict_proba(blank)
-    if explain.method(classifier):
-        explain.saliency(classifier, blank, [0])
+    classifier.predict_proba(np.zeros((1, 28, 28), dtype=np.uint8))  # its first run, here
     return classifier
+
+
+def _prepare_maps(classifier) -> str | None:
+    # The Keras network behind the ONNX file, and TensorFlow with it; the maps' compiled
+    # function traced now rather than on the first image.
+    name = explain.method(classifier)
+    if name:
+        explain.saliency(classifier, np.zeros((1, 28, 28), dtype=np.uint8), [0])
+    return name
 
 
 @st.cache_resource(show_spinner=False)
@@ -81,6 +85,23 @@ def load_model(uri: str):
         start_loading.clear()
         st.error(f"The model {uri} could not be loaded: {err}")
         st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def start_explaining(uri: str, _classifier) -> Future:
+    """Make ready a model's saliency maps once per process, in the background (the app starts
+    without TensorFlow); the future's result is the method's name, or None."""
+    return _loader().submit(_prepare_maps, _classifier)
+
+
+def maps_method(uri: str, classifier) -> str | None:
+    try:
+        with st.spinner("Loading TensorFlow for the maps (a few seconds, once)…"):
+            return start_explaining(uri, classifier).result()
+    except Exception as err:
+        start_explaining.clear()
+        st.error(f"The maps of {uri} could not be prepared: {err}")
+        return None
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -266,7 +287,11 @@ def main() -> None:
         )
         models = [chosen] + ([labels[other]] if other in labels else [])
         show_steps = st.toggle("Show the preprocessing steps", key="steps")
-        show_maps = st.toggle("Show where the network looked", value=True, key="maps")
+        show_maps = st.toggle(
+            "Show where the network looked",
+            key="maps",
+            help="Saliency maps need TensorFlow: the first time, it loads in a few seconds.",
+        )
         st.caption(
             "How a photo becomes the 28x28 image the model sees (the backdrop, the mask, the "
             "dataset's own steps), and when the app says *not sure*: chapter 6 of the course, "
@@ -291,8 +316,8 @@ def main() -> None:
     }
     shown = [k for k, e in enumerate(examined) if e.ok][:DETAILS]
     heats = []  # per model, per shown image: a saliency map or None
-    for classifier, probas in zip(classifiers, outputs.values(), strict=True):
-        if show_maps and shown and explain.method(classifier):
+    for model, classifier, probas in zip(models, classifiers, outputs.values(), strict=True):
+        if show_maps and shown and maps_method(model.uri, classifier):
             images = [examined[k].image for k in shown]
             classes = [int(probas[k].argmax()) for k in shown]
             heats.append(list(explain.saliency(classifier, images, classes)))

@@ -5,6 +5,7 @@ Prints the server's resident memory through the session; asserts nothing.
 
     python benchmarks/app_memory.py                 # 200 uploads, 3 a run: about 8 minutes
     python benchmarks/app_memory.py --uploads 10 --per-run 2
+    python benchmarks/app_memory.py --maps          # with the saliency maps on (TensorFlow)
 
 Every upload is a different file (a comment segment with its number makes each JPEG's bytes,
 so its hash, unique): the app's cache of examined images never answers for one, as it would
@@ -99,7 +100,7 @@ def remove_all(page) -> None:
     page.get_by_text("Upload pictures, draw a garment").wait_for(timeout=60_000)
 
 
-def session(uploads: int, per_run: int, folder: Path) -> dict:
+def session(uploads: int, per_run: int, folder: Path, maps: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     from fmnist_lib import preprocess
@@ -125,11 +126,15 @@ def session(uploads: int, per_run: int, folder: Path) -> dict:
         page.goto(url)
         page.wait_for_selector(DROPZONE, state="attached", timeout=120_000)
         cold = resident_mb(server.pid)[0]
-        # A first small upload loads the model (and TensorFlow, for the saliency maps).
+        if maps:  # the app's default is off: TensorFlow loads when they are turned on
+            page.get_by_text("Show where the network looked").click()
+        # A first small upload loads the model (and, for the maps, TensorFlow).
         warm_up = folder / "warm-up.png"
         warm_up.write_bytes(preprocess.encode_png(load_test_set(download=False)[0][0]))
         page.wait_for_selector(DROPZONE, state="attached").set_input_files([str(warm_up)])
         page.get_by_text("1 of 1 images classified").wait_for(timeout=300_000)
+        if maps:
+            page.get_by_text("where it saw").wait_for(timeout=300_000)
         remove_all(page)
         start_rss, loaded_peak = resident_mb(server.pid)
         reset_peak(server.pid)  # from here: the uploads' peak
@@ -188,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=200, help="photos uploaded in all (200)")
     parser.add_argument("--per-run", type=int, default=3, help="photos per run (3)")
+    parser.add_argument(
+        "--maps", action="store_true", help="turn the saliency maps on (loads TensorFlow)"
+    )
     args = parser.parse_args(argv)
 
     from fmnist_lib import registry, tracking
@@ -196,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         print(f"error: {registry.no_model_message()}", file=sys.stderr)
         return 1
-    print(f"Model: {models[0].label}, from {tracking.shown_uri()}")
+    maps = "on (TensorFlow loaded)" if args.maps else "off (the default: no TensorFlow)"
+    print(f"Model: {models[0].label}, from {tracking.shown_uri()}; saliency maps {maps}")
     with tempfile.TemporaryDirectory() as folder:
-        result = session(args.uploads, args.per_run, Path(folder))
+        result = session(args.uploads, args.per_run, Path(folder), args.maps)
     trace = result["trace"]
     highest = max(row["rss"] for row in trace)
     peak = max(row["peak"] for row in trace)
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Of which not mapped files (RssAnon): {trace[0]['anon']:.0f} MB after the first run, "
         f"{max(row['anon'] for row in trace):.0f} MB at most, {trace[-1]['anon']:.0f} MB at "
-        "the end; the rest is mostly TensorFlow's and the other libraries' code."
+        "the end; the rest is the libraries' code, mapped from their files."
     )
     print(f"Seconds per run: median {statistics.median(r['seconds'] for r in trace):.1f}.")
     print(

@@ -48,6 +48,10 @@ def _predicted(model: registry.Registered, images: np.ndarray) -> list[str]:
     return artifact.load(model.uri).classify(images)["class_name"].tolist()
 
 
+def _captions(at: AppTest) -> list[str]:
+    return [caption for image in at.image for caption in image.captions]
+
+
 def _table(at: AppTest) -> pd.DataFrame:
     assert len(at.dataframe) == 1
     return at.dataframe[0].value
@@ -90,8 +94,12 @@ def test_picking_test_images_classifies_them_with_the_champion(app, app_store, t
     for box in app.warning:
         assert box.value.startswith(f"{champion.short}: ")
         assert "not sure" in box.value or ", but the true class is " in box.value
-    # Input, what the model sees and, for a network, where it looked: three pictures each.
+    # The input and what the model sees; where a network looked only on request (TensorFlow).
+    assert len(app.image) == 20
+    app.toggle(key="maps").set_value(True).run()
     assert len(app.image) == 30
+    maps = [c for c in _captions(app) if c.startswith(("HiResCAM: ", "gradient × input: "))]
+    assert len(maps) == 10
     assert not app.error
 
 
@@ -111,9 +119,7 @@ def test_switching_and_comparing_models(app, app_store, test_set):
     assert table[f"{champion.short}: class"].tolist() == _predicted(champion, images)
     assert len(app.success) + len(app.warning) == 6  # each image, by each model
     assert "chapter 6" in " ".join(c.value for c in app.sidebar.caption)
-
-    app.toggle(key="maps").set_value(False).run()
-    assert len(app.image) == 6  # the input and what the model sees; no maps
+    assert len(app.image) == 6  # the input and what the model sees; maps only on request
 
 
 def test_an_answer_below_the_threshold_says_not_sure_in_amber(app, app_store, test_set):
@@ -171,7 +177,7 @@ def test_uploads_good_and_bad_each_get_an_answer(app, app_store, test_set):
     assert app.get("download_button")[0].proto.label == "Download the table (CSV)"
 
     app.toggle(key="steps").set_value(True).run()
-    assert len(app.image) == 2 * 3 + 2  # + one row of steps per image
+    assert len(app.image) == 2 * 2 + 2  # + one row of steps per image (maps are off)
 
 
 def test_generated_images_can_be_picked(app_store, monkeypatch, tmp_path, test_set):

@@ -56,6 +56,8 @@ def test_the_app_benchmark_prints_its_figures(app_store):
         < 300
     )
     assert re.search(r"Target: first prediction within 10 s: (met|missed)", out)
+    # The first prediction does without TensorFlow: it loads for the saliency maps only.
+    assert re.search(r"maps are turned on:\n  import TensorFlow +[\d.]+ s", out)
 
 
 def test_the_app_benchmark_says_when_there_is_no_model(tmp_path):
@@ -89,11 +91,13 @@ def test_the_app_memory_benchmark_prints_its_figures(app_store):
         "2",
         "--per-run",
         "1",
+        "--maps",  # the longer path; the app's default (no maps) is test_browser's
         timeout=600,
         CHROMIUM=CHROMIUM,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
+    assert "saliency maps on (TensorFlow loaded)" in out
     assert re.search(r"run +2: +2 uploads", out)
     assert re.search(r"25 files at once: the message after [\d.]+ s", out)
     assert re.search(r"Target: peak during the uploads under 1024 MB: (met|missed)", out)

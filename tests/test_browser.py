@@ -42,8 +42,14 @@ def app_url(app_store, tmp_path_factory):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         classifier = artifact.load(listed[0].uri)
     # Started from another folder: the limits in .streamlit/config.toml still apply.
-    with running(command, f"{url}/_stcore/health", folder / "streamlit.log", env=env, cwd=folder):
-        yield url, listed[0], classifier
+    with running(
+        command, f"{url}/_stcore/health", folder / "streamlit.log", env=env, cwd=folder
+    ) as app:
+        yield url, listed[0], classifier, app.pid
+
+
+def _has_tensorflow(pid: int) -> bool:
+    return "_pywrap_tensorflow_internal" in Path(f"/proc/{pid}/maps").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,7 @@ def browser():
 
 
 def test_an_upload_is_classified_and_a_broken_file_explained(app_url, browser, tmp_path):
-    url, champion, classifier = app_url
+    url, champion, classifier, pid = app_url
     image = load_test_set(download=False)[0][0]
     png = preprocess.encode_png(image)
     expected = classifier.classify(serving.images_frame([png]))["class_name"][0]
@@ -88,6 +94,13 @@ def test_an_upload_is_classified_and_a_broken_file_explained(app_url, browser, t
     assert table[f"{champion.short}: class"].tolist()[0] == expected
     assert "damaged or truncated" in table["error"][1]
 
+    # The network ran through onnxruntime: TensorFlow (450 MB) loads only for the maps.
+    assert not _has_tensorflow(pid)
+    page.get_by_text("Show where the network looked").click()
+    caption = page.wait_for_selector("text=where it saw", timeout=120_000)
+    assert caption.inner_text().split(":")[0] in ("HiResCAM", "gradient × input")
+    assert _has_tensorflow(pid)
+
     shot = tmp_path / "app.png"
     page.screenshot(path=shot, full_page=True)
     assert shot.stat().st_size > 10_000
@@ -115,7 +128,7 @@ def test_a_garment_drawn_with_the_mouse_is_classified(app_url, browser, tmp_path
 
     from playwright.sync_api import expect
 
-    url, champion, classifier = app_url
+    url, champion, classifier, pid = app_url
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page.goto(url)
     page.get_by_role("tab", name="Draw").click()
