@@ -5,8 +5,9 @@ Two kinds: garments drawn from scratch for all ten classes (random colour, size,
 rotation, background and texture), and real test images re-rendered as product photos, in one
 or more styles: plain (a dark coloured item on a uniform light background, enlarged and
 off-centre, as JPEG and PNG), studio (a shop's product photo: a gradient and vignetted backdrop,
-a soft shadow, a tilt, coloured fabric, JPEG, several sizes) or cluttered (on a textured table,
-fabric or floor). The same seed gives the same files, byte for byte.
+a soft shadow, a tilt, coloured fabric, JPEG, several sizes) or cluttered (on wood planks, a
+fabric, a bedsheet, tiles or a carpet, under uneven light). The same seed gives the same files,
+byte for byte.
 
     python create_img.py                      # 5 drawings per class, 100 plain photos, seed 0
     python create_img.py --style studio --style cluttered --photos 500

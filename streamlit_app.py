@@ -220,7 +220,10 @@ def show_prediction(model: registry.Registered, classifier, examined, proba, hea
     answer = f"{CLASS_NAMES[best]} ({confidence:.0%})"
     if label is not None:
         answer += " ✓ right" if label == best else f", but the true class is {CLASS_NAMES[label]}"
-    if confidence < classifier.calibration.threshold:
+    if examined.doubt:
+        # The picture may not be the item alone: whatever the model says, say why.
+        st.warning(f"{model.short}: not sure, {examined.doubt}. Perhaps {answer}", icon="❓")
+    elif confidence < classifier.calibration.threshold:
         # Below the threshold chosen on the validation set: as likely wrong as right.
         st.warning(f"{model.short}: not sure. Perhaps {answer}", icon="❓")
     elif label is not None and label != best:
@@ -252,6 +255,12 @@ def show_details(examined, models, classifiers, probas, heats, show_steps: bool)
         ):
             with column:
                 show_prediction(model, classifier, examined, proba, heat)
+        if examined.doubt and not show_steps:  # the step that makes the answer doubtful
+            st.image(
+                examined.steps["mask"],
+                caption=f"Why not sure: {examined.doubt} (chapter 6)",
+                width=160,
+            )
         if show_steps:
             steps = examined.steps
             # 28x28 steps blown up with sharp pixels; larger ones are shown as they are.

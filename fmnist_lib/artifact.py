@@ -68,6 +68,7 @@ def log_model(
                 ColSpec(Array("double"), "probabilities"),
                 ColSpec("double", "confidence"),
                 ColSpec("boolean", "sure"),
+                ColSpec("string", "doubt"),
             ]
         ),
     )

@@ -240,37 +240,106 @@ def render_studio_photo(image: np.ndarray, rng: np.random.Generator) -> Image.Im
     return _as_photo(np.float32(255) * reflectance * _lighting(coverage.shape, rng)[..., None], rng)
 
 
-def _texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A textured surface (RGB reflectance): wood grain, a woven fabric or floor tiles."""
+SURFACES = ("wood planks", "woven fabric", "knitted fabric", "bedsheet", "tiles", "carpet")
+
+
+def _texture(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A surface a garment is photographed on (RGB reflectance, 0-1), one of `SURFACES` at
+    random, with its name."""
     height, width = shape
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    kind = int(rng.integers(3))
-    base = rng.uniform(0.35, 0.85) * np.array([1.0, rng.uniform(0.75, 1), rng.uniform(0.5, 1)])
-    if kind == 0:  # wood: wavy stripes of varying width
-        warp = _blurred(rng.normal(0, 1, shape), 20) * 400
-        pattern = 0.5 + 0.5 * np.sin((y + warp) / rng.uniform(4, 12))
-    elif kind == 1:  # woven fabric: a fine cross-hatch
-        period = rng.uniform(3, 8)
-        pattern = 0.5 + 0.25 * (np.sin(x / period) + np.sin(y / period))
-    else:  # tiles: a grid of slightly different squares with dark joints
-        tile = int(rng.integers(40, 120))
-        shades = rng.uniform(0.8, 1.0, (height // tile + 1, width // tile + 1))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    kind = SURFACES[int(rng.integers(len(SURFACES)))]
+    base = rng.uniform(0.3, 0.85) * np.array([1.0, rng.uniform(0.7, 1), rng.uniform(0.45, 1)])
+    second = None  # a second colour: a print, a yarn, a grout
+    if rng.random() < 0.5:  # the plank, the rows or the stitches run across or down
+        x, y = y, x
+    if kind == "wood planks":  # planks of their own shade, a wavy grain, dark joints
+        plank = rng.uniform(40, 110)
+        row = (y // plank).astype(int)
+        shades = rng.uniform(0.8, 1.1, row.max() + 1)
+        warp = _blurred(rng.normal(0, 1, shape).astype(np.float32), 30) * 400
+        grain = 0.5 + 0.5 * np.sin((x * 0.05 + y + warp + 37 * row) / rng.uniform(2, 6))
+        pattern = shades[row] * (0.8 + 0.35 * grain)
+        pattern[(y % plank) < 2] = 0.35
+    elif kind == "woven fabric":  # a fine cross-hatch of two yarns
+        period = rng.uniform(2.5, 7)
+        pattern = 0.75 + 0.25 * np.sin(x / period) * np.sin(y / period)
+        second = _near(base, rng, 0.25)
+        mix = (np.sin(x / period) > 0)[..., None]
+    elif kind == "knitted fabric":  # rows of V-shaped stitches
+        period = rng.uniform(5, 12)
+        stitch = np.abs((x % period) / period - 0.5)
+        pattern = 0.7 + 0.3 * np.abs(np.sin(np.pi * (y / period + stitch)))
+    elif kind == "bedsheet":  # soft folds, and a print of dots or stripes
+        folds = _blurred(rng.normal(0, 1, shape).astype(np.float32), rng.uniform(25, 60))
+        pattern = 0.85 + 0.15 * folds / max(float(np.abs(folds).max()), 1e-6)
+        second = _near(base, rng, 0.5)
+        spacing = rng.uniform(14, 40)
+        if rng.random() < 0.5:
+            mix = ((x % spacing) < spacing / 4)[..., None]
+        else:
+            u, v = (x % spacing) - spacing / 2, (y % spacing) - spacing / 2
+            mix = (u * u + v * v < (spacing / 6) ** 2)[..., None]
+    elif kind == "tiles":  # squares of slightly different shades, joined by grout
+        tile = int(rng.integers(35, 120))
+        count = max(height, width) // tile + 1
+        shades = rng.uniform(0.85, 1.05, (count, count))
         pattern = shades[(y // tile).astype(int), (x // tile).astype(int)]
-        pattern[(y % tile < 3) | (x % tile < 3)] = 0.4
-    pattern += rng.normal(0, 0.08, shape)
-    return np.clip(base * (0.75 + 0.25 * pattern[..., None]), 0, 1)
+        second = np.full(3, rng.choice([0.25, 0.9]))
+        mix = ((y % tile < 3) | (x % tile < 3))[..., None]
+    else:  # carpet: a dense pile of fibres in two tones
+        pile = _blurred(rng.normal(0, 1, shape).astype(np.float32), 1.5)
+        pattern = 0.85 + 0.6 * pile
+        second = _near(base, rng, 0.12)
+        mix = (_blurred(rng.normal(0, 1, shape).astype(np.float32), 4) > 0)[..., None]
+    pattern = pattern + rng.normal(0, 0.04, shape).astype(np.float32)
+    colour = base if second is None else np.where(mix, second, base)
+    return np.clip(colour * pattern[..., None], 0, 1).astype(np.float32), kind
+
+
+def _near(colour: np.ndarray, rng: np.random.Generator, spread: float) -> np.ndarray:
+    """A colour near ``colour``: each channel moved by up to ``spread`` of the range."""
+    return np.clip(colour + rng.uniform(-spread, spread, 3), 0.05, 0.95)
+
+
+def _uneven_light(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Room light: the studio's gradient and vignette, then light falling off across the
+    picture from a window on one side (down to 55% at the far edge)."""
+    height, width = shape
+    y = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
+    x = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+    angle = rng.uniform(0, 2 * np.pi)
+    across = (np.cos(angle) * x + np.sin(angle) * y) / np.float32(np.sqrt(2))  # -1..1
+    falloff = 1 - np.float32(rng.uniform(0.1, 0.45)) * (across + 1) / 2
+    return _lighting(shape, rng) * falloff
 
 
 def render_cluttered_photo(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """A Fashion-MNIST image photographed on a textured surface (a table, a fabric, a floor)
-    under uneven light: the case the conversion is not built for."""
+    """A Fashion-MNIST image photographed where a student would take it: on one of `SURFACES`
+    (wood planks, a woven or knitted fabric, a printed bedsheet with folds, tiles, a carpet),
+    under uneven room light, with a soft shadow; in a colour close to the surface's one time in
+    four, touching the picture's edge one time in five."""
     coverage, size = _placed_item(image, rng, (8, 24), tilt=10)
-    surface = _texture(coverage.shape, rng)
+    if rng.random() < 0.2:  # pushed against one edge of the frame
+        rows, cols = np.nonzero(coverage > 0.05)
+        side = int(rng.integers(4))
+        shift = [
+            -rows.min(),
+            -cols.min(),
+            coverage.shape[0] - 1 - rows.max(),
+            coverage.shape[1] - 1 - cols.max(),
+        ][side]
+        coverage = np.roll(coverage, shift, axis=side % 2)
+    surface, _ = _texture(coverage.shape, rng)
     shadow = _drop_shadow(coverage, size, rng)
     amount = coverage[..., None]
-    fabric = _fabric(rng).astype(np.float32)
+    if rng.random() < 0.25:  # a garment in the surface's own colours, a little darker
+        fabric = (surface.mean(axis=(0, 1)) * rng.uniform(0.45, 0.75)).astype(np.float32)
+    else:
+        fabric = _fabric(rng).astype(np.float32)
     reflectance = (1 - amount) * surface * (1 - shadow[..., None]) + amount * fabric
-    return _as_photo(np.float32(255) * reflectance * _lighting(coverage.shape, rng)[..., None], rng)
+    light = _uneven_light(coverage.shape, rng)[..., None]
+    return _as_photo(np.float32(255) * reflectance * light, rng)
 
 
 STYLES = {

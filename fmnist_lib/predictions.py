@@ -40,13 +40,16 @@ class Item:
 @dataclass(frozen=True, eq=False)
 class Examined:
     """An item as the model sees it (``image``, 28x28 uint8) with the preprocessing ``steps``
-    and a ``preview`` of the input for display, or the ``error`` that stopped it."""
+    and a ``preview`` of the input for display, or the ``error`` that stopped it; ``doubt``
+    says why the item's mask is doubtful (`preprocess.mask_doubt`): any answer is then "not
+    sure"."""
 
     item: Item
     image: np.ndarray | None = None
     steps: dict[str, np.ndarray] = field(default_factory=dict)
     preview: np.ndarray | None = None
     error: str | None = None
+    doubt: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -76,7 +79,9 @@ def examine(item: Item) -> Examined:
     except ImageError as err:
         return Examined(item, error=str(err))
     image = list(steps.values())[-1]
-    return Examined(item, image, {k: _thumbnail(v) for k, v in steps.items()}, preview)
+    doubt = preprocess.mask_doubt(steps["mask"]) if "mask" in steps else None
+    shown = {k: _thumbnail(v) for k, v in steps.items()}
+    return Examined(item, image, shown, preview, doubt=doubt)
 
 
 def predict(classifier, examined: list[Examined]) -> list[np.ndarray | None]:
@@ -103,7 +108,8 @@ def results_table(
     """One row per image: its name, source and true class (when known), then for each model
     (``predictions`` maps a model's name to `predict`'s output) the predicted class, its
     probability, whether the model is sure of it (when ``calibrations`` gives the model's)
-    and whether it is right; ``error`` says why an image was not classified."""
+    and whether it is right (never sure where the mask is doubtful: ``doubt`` says why);
+    ``error`` says why an image was not classified."""
     rows = []
     for k, e in enumerate(examined):
         label = e.item.label
@@ -118,12 +124,12 @@ def results_table(
             row[f"{model}: class"] = CLASS_NAMES[best] if best is not None else ""
             row[f"{model}: probability"] = float(proba[best]) if best is not None else np.nan
             if calibrations and model in calibrations:
-                row[f"{model}: sure"] = (
-                    bool(calibrations[model].sure(proba[None])[0]) if best is not None else None
-                )
+                sure = best is not None and bool(calibrations[model].sure(proba[None])[0])
+                row[f"{model}: sure"] = (sure and e.doubt is None) if best is not None else None
             row[f"{model}: right"] = (
                 (best == label) if best is not None and label is not None else None
             )
+        row["doubt"] = e.doubt or ""
         row["error"] = e.error or ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -62,6 +62,22 @@ SYMMETRY = 0.9
 SYMMETRY_GAIN = 0.04
 # Below this (in reflectance, 0-1) a difference is JPEG noise or backdrop texture.
 NOISE_LEVEL = 0.06
+# A surface is textured (wood, fabric, tiles, a carpet) when its border band differs from the
+# smooth backdrop model by more than this (median relative difference): a seamless backdrop
+# stays under 0.006 with its JPEG and sensor noise, textured renderings start at 0.013.
+TEXTURED = 0.01
+# On a textured surface the picture is blurred (Gaussian, this many pixels of the working copy)
+# before it is compared with the backdrop: the texture averages out to the surface's colour,
+# the item's own colour stays. Both chosen on validation renderings (benchmarks/masks.py).
+TEXTURE_SIGMA = 4.0
+
+
+# A mask is doubtful, and the answer then "not sure", when it touches more than this share of
+# the picture's edge, covers more than this share of the picture, or has a second piece at least
+# this share of the largest: the surface, not the item, was probably taken along.
+DOUBT_EDGE = 0.5
+DOUBT_COVER = 0.8
+DOUBT_PIECES = 0.25
 
 
 def _border(grey: np.ndarray) -> np.ndarray:
@@ -119,15 +135,33 @@ def backdrop_model(rgb: np.ndarray) -> np.ndarray:
     return np.clip(model, 1.0, 255.0)
 
 
+def roughness(rgb: np.ndarray, backdrop: np.ndarray) -> float:
+    """How textured the surface is: the median relative difference, largest over the colour
+    channels, between the border band and the smooth backdrop model."""
+    height, width = rgb.shape[:2]
+    band = max(1, min(round(BORDER_BAND * min(height, width)), min(height, width) // 4))
+    difference = np.abs(rgb / backdrop - 1).max(axis=2)
+    border = [
+        difference[:band],
+        difference[-band:],
+        difference[:, :band].T,
+        difference[:, -band:].T,
+    ]
+    return float(np.median(np.concatenate([b.ravel() for b in border])))
+
+
 def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     """Where the item is: pixels whose colour differs from the modelled backdrop (relative
     difference, largest over the three channels, so that a yellow shirt on white counts) by
     more than Otsu's threshold and than `SHADOW_SHARE` of the item's typical difference;
     specks removed, grown `EDGE_DEPTH` into its soft edge, pieces much smaller than the largest
-    dropped, holes filled."""
+    dropped, holes filled. On a textured surface (`roughness` above `TEXTURED`) the picture is
+    blurred first, by `TEXTURE_SIGMA`."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
+    if roughness(rgb, backdrop) > TEXTURED:
+        rgb = ndimage.gaussian_filter(rgb.astype(np.float32), (TEXTURE_SIGMA, TEXTURE_SIGMA, 0))
     ratio = rgb / backdrop  # float32, as the backdrop
     difference = np.abs(1 - ratio).max(axis=2)
     distance = ndimage.uniform_filter(difference, 3)  # JPEG blocks and sensor noise
@@ -153,6 +187,37 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
         areas = np.bincount(labels.ravel())[1:]
         mask = np.isin(labels, 1 + np.flatnonzero(areas >= PIECE_SHARE * areas.max()))
     return ndimage.binary_fill_holes(mask)
+
+
+def _lighter_than_backdrop(rgb: np.ndarray, backdrop: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether most of the item is lighter than the backdrop behind it (in luminance)."""
+    if not mask.any():
+        return False
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ratio = (rgb[mask] @ weights) / (backdrop[mask] @ weights)
+    return float(np.median(ratio)) > 1.0
+
+
+def mask_doubt(mask: np.ndarray) -> str | None:
+    """Why a mask (`item_mask`, or the ``mask`` step) is probably not the item alone, as the
+    end of a sentence ("the mask touches 64% of the picture's edge"), or None if it looks like
+    one item. See `DOUBT_EDGE`, `DOUBT_COVER`, `DOUBT_PIECES`."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask) > 0
+    edge = float(_border(mask).mean())
+    if edge > DOUBT_EDGE:
+        return f"the mask touches {edge:.0%} of the picture's edge"
+    cover = float(mask.mean())
+    if cover > DOUBT_COVER:
+        return f"the mask covers {cover:.0%} of the picture"
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        areas = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+        pieces = int((areas >= DOUBT_PIECES * areas[0]).sum())
+        if pieces > 1:
+            return f"the mask is in {pieces} pieces"
+    return None
 
 
 def tilt(mask: np.ndarray) -> float:
@@ -223,6 +288,10 @@ def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, n
         steps["backdrop"] = np.asarray(backdrop_rgb.convert("L"))
         mask = item_mask(rgb, backdrop)
         steps["mask"] = mask.astype(np.uint8) * 255
+        if _lighter_than_backdrop(rgb, backdrop, mask):
+            # A mid-grey surface: the border's brightness did not tell the item's polarity,
+            # the item itself does. Turned into a dark item on light, as the dataset's are.
+            rgb, backdrop = 255 - rgb, np.clip(np.float32(256) - backdrop, 1.0, 255.0)
         evened = np.clip(np.float32(255) * rgb / backdrop, 0, 255)
         grey = np.asarray(Image.fromarray(np.rint(evened).astype(np.uint8)).convert("L"))
         grey = np.where(mask, grey, 255).astype(np.uint8)
@@ -282,12 +351,20 @@ def prepare(item, budget: PixelBudget | None = None) -> np.ndarray:
     """One input as the model's 28x28 uint8 image: image file bytes, a base64 string of them,
     or a PIL image (converted by `to_fashion_mnist`), or an array of grey levels (already in
     the model's format, checked only). ``budget``: see `decode`."""
+    return prepare_checked(item, budget)[0]
+
+
+def prepare_checked(item, budget: PixelBudget | None = None) -> tuple[np.ndarray, str | None]:
+    """`prepare`, and why the picture's mask is doubtful (`mask_doubt`), or None: an array,
+    a Fashion-MNIST image or a plain backdrop has no doubt."""
     if isinstance(item, str):
         item = decode_base64(item)
     if isinstance(item, (bytes, bytearray, memoryview)):
         item = decode(bytes(item), budget)
     if isinstance(item, Image.Image):
-        return to_fashion_mnist(item)
+        steps = fashion_mnist_steps(item)
+        doubt = mask_doubt(steps["mask"]) if "mask" in steps else None
+        return list(steps.values())[-1], doubt
     if item is None:
         raise ImageError("No image was given.")
-    return from_array(item)
+    return from_array(item), None

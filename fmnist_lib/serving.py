@@ -84,11 +84,12 @@ def _cells(model_input) -> list:
     return list(model_input)
 
 
-def to_images(model_input, limited: bool = False) -> np.ndarray:
+def to_images(model_input, limited: bool = False, doubts: list | None = None) -> np.ndarray:
     """Every image of the input, preprocessed, as (n, 28, 28) uint8. A bad image raises
     `ImageError` naming its position, so that a caller knows which one to fix. ``limited``:
     refuse more than `MAX_IMAGES` images or `MAX_REQUEST_PIXELS` pixels to decode, as a
-    server does."""
+    server does. ``doubts``: a list that receives, per image, why its mask is doubtful
+    (`preprocess.mask_doubt`) or None."""
     cells = _cells(model_input)
     if not cells:
         raise ImageError("No image was given.")
@@ -101,9 +102,11 @@ def to_images(model_input, limited: bool = False) -> np.ndarray:
     images = np.empty((len(cells), *IMAGE_SHAPE), dtype=np.uint8)
     for i, cell in enumerate(cells):
         try:
-            images[i] = preprocess.prepare(cell, budget)
+            images[i], doubt = preprocess.prepare_checked(cell, budget)
         except ImageError as err:
             raise ImageError(f"Image {i}: {err}" if len(cells) > 1 else str(err)) from None
+        if doubts is not None:
+            doubts.append(doubt)
     return images
 
 
@@ -225,17 +228,21 @@ class Classifier(mlflow.pyfunc.PythonModel):
 
     def classify(self, model_input, limited: bool = False) -> pd.DataFrame:
         """Class id, class name and probabilities for every image of the input (``limited``:
-        see `to_images`)."""
-        proba = self.predict_proba(to_images(model_input, limited))
+        see `to_images`); ``sure`` is False below the calibrated threshold and wherever the
+        picture's mask is doubtful, which ``doubt`` explains ("" where it is not)."""
+        doubts: list[str | None] = []
+        proba = self.predict_proba(to_images(model_input, limited, doubts))
         ids = proba.argmax(axis=1)
         confidence = self.calibration.confidence(proba)
+        clear = np.array([d is None for d in doubts])
         return pd.DataFrame(
             {
                 "class_id": ids.astype(np.int64),
                 "class_name": [CLASS_NAMES[i] for i in ids],
                 "probabilities": [row.tolist() for row in proba],
                 "confidence": confidence,
-                "sure": confidence >= self.calibration.threshold,
+                "sure": (confidence >= self.calibration.threshold) & clear,
+                "doubt": [d or "" for d in doubts],
             }
         )
 

@@ -223,3 +223,22 @@ def test_the_examined_cache_keeps_no_upload(app, test_set):
     stats = [s for group in _data_caches.get_stats().values() for s in group]
     kept = [s.byte_length for s in stats if s.cache_name.endswith("_examined")]
     assert len(kept) == 1 and kept[0] < min(len(data) / 2, 2**20), kept
+
+
+def test_a_doubtful_mask_says_not_sure_and_shows_the_mask(app, app_store, test_set):
+    """A garment on a print of wide stripes: the mask follows the stripes to the edge, the
+    answer is "not sure" with the reason, and the mask is shown without asking."""
+    champion = app_store[1][0]
+    item = 255 - np.kron(test_set[0][0], np.ones((8, 8), np.uint8))
+    picture = np.full((400, 400), 235, np.uint8)
+    picture[:, (np.arange(400) // 40) % 2 == 1] = 120
+    picture[80 : 80 + item.shape[0], 90 : 90 + item.shape[1]] = item
+    app.file_uploader[0].upload(
+        "on-stripes.png", encode(Image.fromarray(picture), "PNG"), "image/png"
+    )
+    app.run()
+    assert not app.error
+    (box,) = app.warning
+    assert box.value.startswith(f"{champion.short}: not sure, the mask ")
+    assert any(c.startswith("Why not sure: the mask ") for c in _captions(app))
+    assert _table(app)[f"{champion.short}: sure"].tolist() == [False]

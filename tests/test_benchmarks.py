@@ -10,6 +10,7 @@ import sys
 import pytest
 from chromium import CHROMIUM, HAVE_CHROMIUM, MISSING
 
+from fmnist_lib import preprocess
 from fmnist_lib.config import PROJECT_ROOT
 
 # A real `streamlit run` in Chromium.
@@ -101,3 +102,17 @@ def test_the_app_memory_benchmark_prints_its_figures(app_store):
     assert re.search(r"run +2: +2 uploads", out)
     assert re.search(r"25 files at once: the message after [\d.]+ s", out)
     assert re.search(r"Target: peak during the uploads under 1024 MB: (met|missed)", out)
+
+
+def test_the_mask_benchmark_prints_its_choice_and_timing(app_store):
+    result = run_benchmark(
+        "masks.py", app_store[0], "--photos", "10", "--repeats", "2", timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    kept = f"textured: blur {preprocess.TEXTURE_SIGMA:g} px (kept)"
+    rows = re.findall(r"^  (plain|studio|cluttered) +(.+?) +([\d.]+)% +([\d.]+)%", out, re.M)
+    assert {(style, kept) for style in ("plain", "studio", "cluttered")} <= {r[:2] for r in rows}
+    assert all(0 <= float(r[2]) <= 100 for r in rows)
+    assert re.search(r"1000x1000 cluttered JPEG, decode \+ full conversion: p50: [\d.]+ ms", out)
+    assert re.search(r"Target: <= 100 ms: (met|missed)", out)

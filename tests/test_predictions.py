@@ -12,6 +12,7 @@ from PIL import Image
 
 from fmnist_lib import custom_images, predictions, preprocess, serving
 from fmnist_lib.acquisition import load_test_set
+from fmnist_lib.calibration import Calibration
 from fmnist_lib.data import CLASS_NAMES
 from fmnist_lib.predictions import Item
 
@@ -105,6 +106,7 @@ def test_the_table_says_right_and_wrong_only_when_the_label_is_known(test_set):
         "one: class",
         "one: probability",
         "one: right",
+        "doubt",
         "error",
     ]
 
@@ -190,3 +192,34 @@ def test_a_blank_canvas_is_no_drawing_and_a_wrong_array_is_refused():
         predictions.drawing_item(np.zeros((280, 280), np.uint8))
     with pytest.raises(ValueError, match="RGB\\(A\\) array"):
         predictions.drawing_item(np.zeros((0, 280, 4), np.uint8))
+
+
+def _picture_on(surface: np.ndarray, item: np.ndarray, top: int, left: int) -> Image.Image:
+    picture = surface.copy()
+    picture[top : top + item.shape[0], left : left + item.shape[1]] = item
+    return Image.fromarray(picture)
+
+
+def test_a_doubtful_mask_makes_the_answer_not_sure(test_set):
+    """An item on a plain backdrop gives no doubt; on a print of wide stripes, coarser than
+    the texture blur, the mask follows the stripes to the edge: a doubt, and the table's
+    "sure" is then False whatever the model's confidence."""
+    images = test_set[0]
+    item = np.repeat((255 - np.kron(images[0], np.ones((8, 8), np.uint8)))[..., None], 3, axis=2)
+    plain = _picture_on(np.full((400, 400, 3), 235, np.uint8), item, 80, 90)
+    cluttered = np.full((400, 400, 3), 235, np.uint8)
+    cluttered[:, (np.arange(400) // 40) % 2 == 1] = 120  # wide stripes: a coarse print
+    pictures = [plain, _picture_on(cluttered, item, 80, 90)]
+    items = [
+        Item(f"p{k}.png", custom_images.encode(p, "PNG"), 9, "upload")
+        for k, p in enumerate(pictures)
+    ]
+    examined = [predictions.examine(item) for item in items]
+    assert examined[0].doubt is None
+    assert examined[1].doubt is not None and examined[1].doubt.startswith("the mask ")
+    sure = Calibration(1.0, 0.0)  # sure of everything
+    table = predictions.results_table(
+        examined, {"one": predictions.predict(Constant(), examined)}, {"one": sure}
+    )
+    assert table["one: sure"].tolist() == [True, False]
+    assert table["doubt"].tolist() == ["", examined[1].doubt]

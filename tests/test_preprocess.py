@@ -444,3 +444,65 @@ def test_what_is_decoded_at_full_size_has_its_own_cap():
 def test_a_file_over_20_mb_is_refused_unread():
     with pytest.raises(ImageError, match="at most 20 MB per image"):
         preprocess.decode(b"\x89PNG" + bytes(21 * 2**20))
+
+
+def _on_surface(sample: np.ndarray, surface: np.ndarray, fabric) -> tuple[Image.Image, np.ndarray]:
+    """The sample as an opaque item of colour ``fabric`` (RGB, 0-1) on ``surface`` (RGB
+    reflectance, 0-1), 280 pixels tall, and its true mask."""
+    size = 280
+    coverage = np.asarray(Image.fromarray(sample).resize((size, size), Image.Resampling.BICUBIC))
+    picture = np.array(surface[:400, :400], dtype=np.float32)
+    truth = np.zeros(picture.shape[:2], dtype=bool)
+    truth[60 : 60 + size, 60 : 60 + size] = coverage > 25
+    amount = np.zeros(picture.shape[:2], dtype=np.float32)
+    amount[60 : 60 + size, 60 : 60 + size] = coverage / 255
+    picture = (1 - amount[..., None]) * picture + amount[..., None] * np.float32(fabric)
+    return Image.fromarray(np.uint8(np.clip(picture * 255, 0, 255).round())), truth
+
+
+@pytest.mark.parametrize("item", [0.15, 0.8])  # darker and lighter than the surface
+def test_an_item_on_a_mid_grey_surface_keeps_its_polarity(sample, item):
+    """The border's grey (0.45) is below the middle: it cannot say whether the item is the dark
+    or the light part; the masked item says it."""
+    surface = np.full((400, 400, 3), 0.45, dtype=np.float32)
+    photo, _ = _on_surface(sample, surface, [item] * 3)
+    converted = preprocess.to_fashion_mnist(photo)
+    assert np.abs(converted.astype(int) - sample).mean() < 20
+    assert converted.max() == 255
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_every_surface_is_seen_as_textured_and_a_fine_one_is_blurred_away(sample, monkeypatch):
+    """A fine texture (a carpet's pile, knitted stitches) averages out under the blur and the
+    mask follows the item; a coarse one (tiles' grout, planks' joints, a wide weave) does not,
+    as chapter 6 shows: the test holds the first, and that all six are seen as textured."""
+    from fmnist_lib import custom_images
+
+    surfaces, seed = {}, 0
+    while len(surfaces) < len(custom_images.SURFACES):
+        texture, kind = custom_images._texture((400, 400), np.random.default_rng(seed))
+        surfaces.setdefault(kind, texture)
+        seed += 1
+    for kind, texture in surfaces.items():
+        photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
+        rgb = preprocess._working_copy(photo).astype(np.float32)
+        backdrop = preprocess.backdrop_model(rgb)
+        assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED, kind
+        if kind not in ("carpet", "knitted fabric"):
+            continue
+        small = np.asarray(Image.fromarray(truth).resize(rgb.shape[1::-1])) > 0
+        found = _iou(preprocess.item_mask(rgb, backdrop), small)
+        with monkeypatch.context() as patch:
+            patch.setattr(preprocess, "TEXTURED", float("inf"))  # no texture step
+            raw = _iou(preprocess.item_mask(rgb, backdrop), small)
+        assert found > 0.7 and found >= raw, (kind, found, raw)
+
+
+def test_a_smooth_backdrop_is_not_taken_for_a_texture(sample):
+    photo, _ = studio_photo(sample)
+    jpeg = preprocess.decode(encode(photo.convert("RGB"), "JPEG", quality=80))
+    rgb = preprocess._working_copy(jpeg).astype(np.float32)
+    assert preprocess.roughness(rgb, preprocess.backdrop_model(rgb)) < preprocess.TEXTURED

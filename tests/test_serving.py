@@ -22,7 +22,7 @@ from fmnist_lib.training import train
 pytestmark = pytest.mark.slow
 
 TINY = Profile(name="tiny", train_size=600, test_size=200, epochs=2)
-COLUMNS = ["class_id", "class_name", "probabilities", "confidence", "sure"]
+COLUMNS = ["class_id", "class_name", "probabilities", "confidence", "sure", "doubt"]
 
 
 @pytest.fixture(scope="module")
