@@ -3,7 +3,7 @@ renderings (images of the validation split, rendered with their own seed; chapte
 renderings of test images), scored by a registered model against the same images at 28x28,
 and the time to convert a 1000x1000 photo of a garment on a textured surface.
 
-    python benchmarks/masks.py                      # 300 photos per style: about 5 minutes
+    python benchmarks/masks.py                      # 300 photos per style: about 3 minutes
     python benchmarks/masks.py --photos 30 --model models:/fashion-mnist-cnn/1
 
 The variants: the smooth-backdrop mask alone (no texture step), and the picture blurred by
@@ -47,15 +47,15 @@ def renderings(images: np.ndarray, style: str, count: int) -> tuple[np.ndarray, 
 
 def converted(
     pictures: list, textured: float, sigma: float
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, float, int]:
     """The pictures through `fashion_mnist_steps` with these two constants: the images the
     model sees (blank where nothing stands out), whether each mask is doubtful
-    (`preprocess.mask_doubt`), and the ms per picture."""
+    (`preprocess.mask_doubt`), the ms per picture, and how many were refused as blank."""
     from fmnist_lib import preprocess
 
     saved = preprocess.TEXTURED, preprocess.TEXTURE_SIGMA
     preprocess.TEXTURED, preprocess.TEXTURE_SIGMA = textured, sigma
-    out, doubtful = [], []
+    out, doubtful, refused = [], [], 0
     began = time.perf_counter()
     try:
         for picture in pictures:
@@ -65,11 +65,22 @@ def converted(
                 doubtful.append(preprocess.mask_doubt(steps["mask"]) is not None)
             except preprocess.ImageError:
                 out.append(np.zeros((28, 28), np.uint8))
-                doubtful.append(True)
+                doubtful.append(False)
+                refused += 1
     finally:
         preprocess.TEXTURED, preprocess.TEXTURE_SIGMA = saved
     ms = (time.perf_counter() - began) * 1000 / len(pictures)
-    return np.stack(out), np.array(doubtful), ms
+    return np.stack(out), np.array(doubtful), ms, refused
+
+
+def _roughness(picture) -> float:
+    """`preprocess.roughness` of a picture's working copy, as the conversion measures it."""
+    from fmnist_lib import preprocess
+
+    rgb = preprocess._working_copy(picture).astype(np.float32)
+    if np.median(preprocess._border(rgb.mean(axis=2))) < 128:
+        rgb = 255 - rgb  # a dark backdrop is negated first, as the conversion does
+    return preprocess.roughness(rgb, preprocess.backdrop_model(rgb))
 
 
 def one_large_photo_ms(images: np.ndarray, repeats: int) -> list[float]:
@@ -115,22 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"smooth backdrop only": (float("inf"), 0.0)}
     variants |= {f"textured: blur {s:g} px": (preprocess.TEXTURED, s) for s in (2.0, 3.0, 4.0, 6.0)}
     kept = f"textured: blur {preprocess.TEXTURE_SIGMA:g} px"
-    flags = {}
+    flags, roughness = {}, {}
     print(f"{args.photos} validation images per style, rendered with seed {SEED}:\n")
     print(f"  {'style':<10} {'variant':<31} {'accuracy':>9} {'28x28':>7} {'error':>6} {'ms':>6}")
     for style in STYLES:
         picks, pictures = renderings(data.x_val, style, args.photos)
+        roughness[style] = [_roughness(picture) for picture in pictures]
         originals = data.x_val[picks]
         labels = data.y_val[picks]
         original = float((classifier.predict_proba(originals).argmax(1) == labels).mean())
         for name, (textured, sigma) in variants.items():
             if style != "cluttered" and name not in ("smooth backdrop only", kept):
                 continue  # a smooth backdrop is never blurred: the same result
-            images, doubtful, ms = converted(pictures, textured, sigma)
+            images, doubtful, ms, refused = converted(pictures, textured, sigma)
             right = classifier.predict_proba(images).argmax(1) == labels
             accuracy = float(right.mean())
             if name == kept:
-                flags[style] = (doubtful, right)
+                flags[style] = (doubtful, right, refused)
             error = float(np.abs(images.astype(np.float64) - originals).mean())
             mark = " (kept)" if name == kept else ""
             print(
@@ -139,12 +151,18 @@ def main(argv: list[str] | None = None) -> int:
             )
     print("\n(error: mean absolute difference from the 28x28 originals, in grey levels)")
     print("\nDoubtful masks (`preprocess.mask_doubt`: the answer is then 'not sure'):")
-    for style, (doubtful, right) in flags.items():
-        share = f"{doubtful.mean():.0%} of the photos"
+    for style, (doubtful, right, refused) in flags.items():
+        share = f"{doubtful.sum()} of {len(doubtful)} photos ({refused} refused as blank)"
         rates = [
             f"{right[group].mean():.0%}" if group.any() else "-" for group in (doubtful, ~doubtful)
         ]
         print(f"  {style:<10} {share:>16}; accuracy {rates[0]} on those, {rates[1]} on the others")
+    print(
+        f"\nThe border's roughness (`preprocess.roughness`; textured above {preprocess.TEXTURED}):"
+    )
+    for style, values in roughness.items():
+        low, median, high = np.percentile(values, [0, 50, 100])
+        print(f"  {style:<10} lowest {low:.3f}, median {median:.3f}, highest {high:.3f}")
     times = one_large_photo_ms(data.x_test, args.repeats)
     p50 = statistics.median(times)
     measure = "one 1000x1000 cluttered JPEG, decode + full conversion: p50"

@@ -355,8 +355,8 @@ def prepare(item, budget: PixelBudget | None = None) -> np.ndarray:
 
 
 def prepare_checked(item, budget: PixelBudget | None = None) -> tuple[np.ndarray, str | None]:
-    """`prepare`, and why the picture's mask is doubtful (`mask_doubt`), or None: an array,
-    a Fashion-MNIST image or a plain backdrop has no doubt."""
+    """`prepare`, and why the picture's mask is doubtful (`mask_doubt`), or None: an array
+    or a Fashion-MNIST image (no mask is made for them) has no doubt."""
     if isinstance(item, str):
         item = decode_base64(item)
     if isinstance(item, (bytes, bytearray, memoryview)):
