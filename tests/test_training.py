@@ -107,7 +107,9 @@ def test_a_quick_fit_logs_a_complete_run(store, name, overrides):
         "probabilities",
         "confidence",
         "sure",
+        "doubt",
     ]
+    assert not prediction["doubt"].any()  # 28x28 arrays are not masked: nothing to doubt
     x = load_fashion_mnist().for_profile(TINY).keras("test")[0][:2]
     expected = result.model.predict(x if keras else x.reshape(2, -1))
     if expected.ndim == 2:
