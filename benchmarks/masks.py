@@ -1,4 +1,4 @@
-"""How the conversion's mask is chosen: variants of `preprocess.item_mask` on *validation*
+"""How the conversion's mask is chosen: variants of `masking.item_mask` on *validation*
 renderings (images of the validation split, rendered with their own seed; chapter 6 reports on
 renderings of test images), scored by a registered model against the same images at 28x28,
 and the time to convert a 1000x1000 photo of a garment on a textured surface.
@@ -6,10 +6,11 @@ and the time to convert a 1000x1000 photo of a garment on a textured surface.
     python benchmarks/masks.py                      # 300 photos per style: about 3 minutes
     python benchmarks/masks.py --photos 30 --model models:/fashion-mnist-cnn/1
 
-The variants: the smooth-backdrop mask alone (no texture step), and the picture blurred by
-2, 3, 4 or 6 pixels before the comparison when the border is textured (`preprocess.TEXTURED`).
-The library keeps the variant `preprocess.TEXTURE_SIGMA` names; this prints what the choice
-rests on. Asserts nothing.
+The variants: the smooth-backdrop mask alone (no texture step), and, where the border is
+textured (`masking.TEXTURED`), the mask of pixels unlike the border's clusters of colour and
+texture (`masking.surface_distance`), with neighbourhoods of 3, 4 or 6 pixels and cuts of 1,
+1.5 or 2 spreads. The library keeps the variant `masking.TEXTURE_SIGMA` and
+`masking.SURFACE_CUT` name; this prints what the choice rests on. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -45,16 +46,15 @@ def renderings(images: np.ndarray, style: str, count: int) -> tuple[np.ndarray, 
     return picks, pictures
 
 
-def converted(
-    pictures: list, textured: float, sigma: float
-) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """The pictures through `fashion_mnist_steps` with these two constants: the images the
-    model sees (blank where nothing stands out), whether each mask is doubtful
-    (`preprocess.mask_doubt`), the ms per picture, and how many were refused as blank."""
-    from fmnist_lib import preprocess
+def converted(pictures: list, constants: dict) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """The pictures through `fashion_mnist_steps` with these `masking` constants: the images
+    the model sees (blank where nothing stands out), whether each mask is doubtful
+    (`masking.mask_doubt`), the ms per picture, and how many were refused as blank."""
+    from fmnist_lib import masking, preprocess
 
-    saved = preprocess.TEXTURED, preprocess.TEXTURE_SIGMA
-    preprocess.TEXTURED, preprocess.TEXTURE_SIGMA = textured, sigma
+    saved = {name: getattr(masking, name) for name in constants}
+    for name, value in constants.items():
+        setattr(masking, name, value)
     out, doubtful, refused = [], [], 0
     began = time.perf_counter()
     try:
@@ -68,7 +68,8 @@ def converted(
                 doubtful.append(False)
                 refused += 1
     finally:
-        preprocess.TEXTURED, preprocess.TEXTURE_SIGMA = saved
+        for name, value in saved.items():
+            setattr(masking, name, value)
     ms = (time.perf_counter() - began) * 1000 / len(pictures)
     return np.stack(out), np.array(doubtful), ms, refused
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common import met, target
 
-    from fmnist_lib import artifact, preprocess, registry, tracking
+    from fmnist_lib import artifact, masking, registry, tracking
     from fmnist_lib.data import load_fashion_mnist
 
     uri = args.model
@@ -123,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Model: {uri}, from {tracking.shown_uri()}")
     data = load_fashion_mnist()
     classifier = artifact.load(uri)
-    variants = {"smooth backdrop only": (float("inf"), 0.0)}
-    variants |= {f"textured: blur {s:g} px": (preprocess.TEXTURED, s) for s in (2.0, 3.0, 4.0, 6.0)}
-    kept = f"textured: blur {preprocess.TEXTURE_SIGMA:g} px"
+    variants = {"smooth backdrop only": {"TEXTURED": float("inf")}}
+    for sigma, cut in [(3.0, 1.5), (4.0, 1.0), (4.0, 1.5), (4.0, 2.0), (6.0, 1.5)]:
+        name = f"clusters: {sigma:g} px, cut {cut:g}"
+        variants[name] = {"TEXTURE_SIGMA": sigma, "SURFACE_CUT": cut}
+    kept = f"clusters: {masking.TEXTURE_SIGMA:g} px, cut {masking.SURFACE_CUT:g}"
     flags, roughness = {}, {}
     print(f"{args.photos} validation images per style, rendered with seed {SEED}:\n")
     print(f"  {'style':<10} {'variant':<31} {'accuracy':>9} {'28x28':>7} {'error':>6} {'ms':>6}")
@@ -135,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         originals = data.x_val[picks]
         labels = data.y_val[picks]
         original = float((classifier.predict_proba(originals).argmax(1) == labels).mean())
-        for name, (textured, sigma) in variants.items():
+        for name, constants in variants.items():
             if style != "cluttered" and name not in ("smooth backdrop only", kept):
                 continue  # a smooth backdrop is never blurred: the same result
-            images, doubtful, ms, refused = converted(pictures, textured, sigma)
+            images, doubtful, ms, refused = converted(pictures, constants)
             right = classifier.predict_proba(images).argmax(1) == labels
             accuracy = float(right.mean())
             if name == kept:
@@ -150,16 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{error:6.1f} {ms:6.1f}"
             )
     print("\n(error: mean absolute difference from the 28x28 originals, in grey levels)")
-    print("\nDoubtful masks (`preprocess.mask_doubt`: the answer is then 'not sure'):")
+    print("\nDoubtful masks (`masking.mask_doubt`: the answer is then 'not sure'):")
     for style, (doubtful, right, refused) in flags.items():
         share = f"{doubtful.sum()} of {len(doubtful)} photos ({refused} refused as blank)"
         rates = [
             f"{right[group].mean():.0%}" if group.any() else "-" for group in (doubtful, ~doubtful)
         ]
         print(f"  {style:<10} {share:>16}; accuracy {rates[0]} on those, {rates[1]} on the others")
-    print(
-        f"\nThe border's roughness (`preprocess.roughness`; textured above {preprocess.TEXTURED}):"
-    )
+    print(f"\nThe border's roughness (`masking.roughness`; textured above {masking.TEXTURED}):")
     for style, values in roughness.items():
         low, median, high = np.percentile(values, [0, 50, 100])
         print(f"  {style:<10} lowest {low:.3f}, median {median:.3f}, highest {high:.3f}")

@@ -113,16 +113,17 @@ def test_real_test_images_get_the_labels_the_model_gives(served, test_set, encod
 
 def test_cluttered_photos_are_classified_and_a_doubtful_mask_is_not_sure(served):
     """Through the served API: photos on textured surfaces (JPEGs as a phone sends them) get
-    the answers the artifact gives in this process, and a garment on wide stripes, whose mask
-    follows the stripes to the edge, comes back "not sure" with the reason in ``doubt``."""
+    the answers the artifact gives in this process, and two garments in one photo, on wide
+    stripes, come back "not sure" with the reason (a mask in two pieces) in ``doubt``."""
     url, classifier = served
     images = load_fashion_mnist().x_test[:4]
     rng = np.random.default_rng(3)
     photos = [custom_images.render_cluttered_photo(image, rng) for image in images]
-    item = 255 - np.kron(images[0], np.ones((8, 8), np.uint8))
+    item = 255 - np.kron(images[0], np.ones((5, 5), np.uint8))
     stripes = np.full((400, 400), 235, np.uint8)
     stripes[:, (np.arange(400) // 40) % 2 == 1] = 120
-    stripes[80 : 80 + item.shape[0], 90 : 90 + item.shape[1]] = item
+    stripes[130 : 130 + item.shape[0], 40 : 40 + item.shape[1]] = item
+    stripes[130 : 130 + item.shape[0], 220 : 220 + item.shape[1]] = item
     photos.append(Image.fromarray(stripes).convert("RGB"))
     items = [b64(custom_images.encode(photo, "JPEG")) for photo in photos]
     status, answer = post(url, _split(*items))
@@ -131,7 +132,7 @@ def test_cluttered_photos_are_classified_and_a_doubtful_mask_is_not_sure(served)
     expected = classifier.classify(serving.images_frame(items))
     assert [p["class_id"] for p in predictions] == expected["class_id"].tolist()
     assert [p["doubt"] for p in predictions] == expected["doubt"].tolist()
-    assert predictions[-1]["doubt"].startswith("the mask ")
+    assert predictions[-1]["doubt"] == "the mask is in 2 pieces"
     assert predictions[-1]["sure"] is False
 
 

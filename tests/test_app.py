@@ -226,19 +226,20 @@ def test_the_examined_cache_keeps_no_upload(app, test_set):
 
 
 def test_a_doubtful_mask_says_not_sure_and_shows_the_mask(app, app_store, test_set):
-    """A garment on a print of wide stripes: the mask follows the stripes to the edge, the
+    """Two garments in one photo, on a print of wide stripes: the mask is in two pieces, the
     answer is "not sure" with the reason, and the mask is shown without asking."""
     champion = app_store[1][0]
-    item = 255 - np.kron(test_set[0][0], np.ones((8, 8), np.uint8))
+    item = 255 - np.kron(test_set[0][0], np.ones((5, 5), np.uint8))
     picture = np.full((400, 400), 235, np.uint8)
     picture[:, (np.arange(400) // 40) % 2 == 1] = 120
-    picture[80 : 80 + item.shape[0], 90 : 90 + item.shape[1]] = item
+    picture[130 : 130 + item.shape[0], 40 : 40 + item.shape[1]] = item
+    picture[130 : 130 + item.shape[0], 220 : 220 + item.shape[1]] = item
     app.file_uploader[0].upload(
-        "on-stripes.png", encode(Image.fromarray(picture), "PNG"), "image/png"
+        "two-on-stripes.png", encode(Image.fromarray(picture), "PNG"), "image/png"
     )
     app.run()
     assert not app.error
     (box,) = app.warning
-    assert box.value.startswith(f"{champion.short}: not sure, the mask ")
-    assert any(c.startswith("Why not sure: the mask ") for c in _captions(app))
+    assert box.value.startswith(f"{champion.short}: not sure, the mask is in 2 pieces")
+    assert any(c.startswith("Why not sure: the mask is in 2 pieces") for c in _captions(app))
     assert _table(app)[f"{champion.short}: sure"].tolist() == [False]

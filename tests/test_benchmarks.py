@@ -110,7 +110,7 @@ def test_the_mask_benchmark_prints_its_choice_and_timing(app_store):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
-    kept = f"textured: blur {preprocess.TEXTURE_SIGMA:g} px (kept)"
+    kept = f"clusters: {preprocess.TEXTURE_SIGMA:g} px, cut {preprocess.SURFACE_CUT:g} (kept)"
     rows = re.findall(r"^  (plain|studio|cluttered) +(.+?) +([\d.]+)% +([\d.]+)%", out, re.M)
     assert {(style, kept) for style in ("plain", "studio", "cluttered")} <= {r[:2] for r in rows}
     assert all(0 <= float(r[2]) <= 100 for r in rows)

@@ -201,25 +201,26 @@ def _picture_on(surface: np.ndarray, item: np.ndarray, top: int, left: int) -> I
 
 
 def test_a_doubtful_mask_makes_the_answer_not_sure(test_set):
-    """An item on a plain backdrop gives no doubt; on a print of wide stripes, coarser than
-    the texture blur, the mask follows the stripes to the edge: a doubt, and the table's
-    "sure" is then False whatever the model's confidence."""
+    """An item on a plain backdrop gives no doubt, nor on a print of wide stripes; two items
+    in one picture make a mask in two pieces: a doubt, and the table's "sure" is then False
+    whatever the model's confidence."""
     images = test_set[0]
-    item = np.repeat((255 - np.kron(images[0], np.ones((8, 8), np.uint8)))[..., None], 3, axis=2)
-    plain = _picture_on(np.full((400, 400, 3), 235, np.uint8), item, 80, 90)
-    cluttered = np.full((400, 400, 3), 235, np.uint8)
-    cluttered[:, (np.arange(400) // 40) % 2 == 1] = 120  # wide stripes: a coarse print
-    pictures = [plain, _picture_on(cluttered, item, 80, 90)]
+    item = np.repeat((255 - np.kron(images[0], np.ones((5, 5), np.uint8)))[..., None], 3, axis=2)
+    plain = _picture_on(np.full((400, 400, 3), 235, np.uint8), item, 130, 130)
+    striped = np.full((400, 400, 3), 235, np.uint8)
+    striped[:, (np.arange(400) // 40) % 2 == 1] = 120  # wide stripes: a coarse print
+    two = _picture_on(np.asarray(_picture_on(striped, item, 130, 40)), item, 130, 220)
+    pictures = [plain, _picture_on(striped, item, 130, 130), two]
     items = [
         Item(f"p{k}.png", custom_images.encode(p, "PNG"), 9, "upload")
         for k, p in enumerate(pictures)
     ]
     examined = [predictions.examine(item) for item in items]
-    assert examined[0].doubt is None
-    assert examined[1].doubt is not None and examined[1].doubt.startswith("the mask ")
+    assert examined[0].doubt is None and examined[1].doubt is None
+    assert examined[2].doubt == "the mask is in 2 pieces"
     sure = Calibration(1.0, 0.0)  # sure of everything
     table = predictions.results_table(
         examined, {"one": predictions.predict(Constant(), examined)}, {"one": sure}
     )
-    assert table["one: sure"].tolist() == [True, False]
-    assert table["doubt"].tolist() == ["", examined[1].doubt]
+    assert table["one: sure"].tolist() == [True, True, False]
+    assert table["doubt"].tolist() == ["", "", examined[2].doubt]

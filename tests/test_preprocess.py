@@ -13,7 +13,7 @@ import pytest
 from badfiles import bomb, encode, png_header, truncated
 from PIL import Image, ImageDraw
 
-from fmnist_lib import preprocess
+from fmnist_lib import masking, preprocess
 from fmnist_lib.data import load_fashion_mnist
 from fmnist_lib.preprocess import ImageError
 
@@ -239,7 +239,7 @@ def test_the_mask_finds_the_item_and_leaves_its_shadow_out(sample):
     assert abs(rows.min() - true_rows.min()) <= 2 and abs(cols.min() - true_cols.min()) <= 2
     # The shadow falls below and right of the item. The mask enters it only as deep as the
     # item's soft edge is grown, while what differs from the backdrop reaches much further.
-    depth = round(preprocess.EDGE_DEPTH * max(mask.shape))
+    depth = round(masking.EDGE_DEPTH * max(mask.shape))
     assert rows.max() - true_rows.max() <= depth and cols.max() - true_cols.max() <= depth
     rgb = np.asarray(preprocess._working_copy(photo))
     differs = np.abs(1 - rgb / preprocess.backdrop_model(rgb)).max(axis=2) > 0.05
@@ -475,30 +475,33 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def test_every_surface_is_seen_as_textured_and_a_fine_one_is_blurred_away(sample, monkeypatch):
-    """A fine texture (a carpet's pile, knitted stitches) averages out under the blur and the
-    mask follows the item; a coarse one (tiles' grout, planks' joints, a wide weave) does not,
-    as chapter 6 shows: the test holds the first, and that all six are seen as textured."""
-    from fmnist_lib import custom_images
+def test_on_every_surface_the_item_is_found_apart_from_the_texture(sample, monkeypatch):
+    """All six surfaces are seen as textured, and the mask of what is unlike the border's
+    colours and textures follows the item on each, where the smooth backdrop's mask takes
+    much of the texture along (a weave, a carpet, tiles' grout)."""
+    from fmnist_lib import custom_images, masking
 
     surfaces, seed = {}, 0
     while len(surfaces) < len(custom_images.SURFACES):
         texture, kind = custom_images._texture((400, 400), np.random.default_rng(seed))
         surfaces.setdefault(kind, texture)
         seed += 1
+    found, raw = {}, {}
     for kind, texture in surfaces.items():
         photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
         rgb = preprocess._working_copy(photo).astype(np.float32)
         backdrop = preprocess.backdrop_model(rgb)
         assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED, kind
-        if kind not in ("carpet", "knitted fabric"):
-            continue
         small = np.asarray(Image.fromarray(truth).resize(rgb.shape[1::-1])) > 0
-        found = _iou(preprocess.item_mask(rgb, backdrop), small)
+        found[kind] = _iou(preprocess.item_mask(rgb, backdrop), small)
         with monkeypatch.context() as patch:
-            patch.setattr(preprocess, "TEXTURED", float("inf"))  # no texture step
-            raw = _iou(preprocess.item_mask(rgb, backdrop), small)
-        assert found > 0.7 and found >= raw, (kind, found, raw)
+            patch.setattr(masking, "TEXTURED", float("inf"))  # the smooth backdrop's mask
+            raw[kind] = _iou(preprocess.item_mask(rgb, backdrop), small)
+    assert min(found.values()) > 0.6, found
+    assert np.mean(list(found.values())) > max(0.75, np.mean(list(raw.values())) + 0.2), (
+        found,
+        raw,
+    )
 
 
 def test_a_smooth_backdrop_is_not_taken_for_a_texture(sample):

@@ -1,0 +1,233 @@
+"""Where the item is in a picture: the backdrop behind it, modelled from the picture's border,
+and the mask of what differs from it (`item_mask`), on a smooth backdrop or a textured surface;
+and whether a mask looks like one item (`mask_doubt`). `preprocess.fashion_mnist_steps` calls
+these; chapter 6 explains them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# How far from the background colour a pixel must be to belong to the object: 5% of the
+# intensity range, the tolerance Fashion-MNIST's authors trimmed Zalando's photos with.
+TRIM_TOLERANCE = 0.05 * 255
+# The backdrop is modelled from a band around the picture this share of its shorter side wide.
+BORDER_BAND = 0.03
+# A pixel belongs to the item when it differs from the modelled backdrop by more than Otsu's
+# threshold, and by more than this share of the item's typical difference: a soft shadow, a
+# fraction of the light taken from the backdrop, stays below it, while the fabric does not.
+SHADOW_SHARE = 0.45
+# Pieces of the mask smaller than this share of the largest are specks, not parts of the item.
+PIECE_SHARE = 0.02
+# How deep (a share of the picture's longest edge) the item is grown into its soft edge.
+EDGE_DEPTH = 0.04
+# An item whose colour channels differ by more than this (in reflectance, 0-1) is coloured.
+COLOURED = 0.1
+# Below this (in reflectance, 0-1) a difference is JPEG noise or backdrop texture.
+NOISE_LEVEL = 0.06
+# A surface is textured (wood, fabric, tiles, a carpet) when its border band differs from the
+# smooth backdrop model by more than this (median relative difference): a seamless backdrop
+# stays under 0.006 with its JPEG and sensor noise, textured renderings start at 0.013.
+TEXTURED = 0.01
+# On a textured surface each pixel is described by its neighbourhood (Gaussian, this many pixels
+# of the working copy): its mean colour and how much its brightness varies. The border band's
+# descriptions are grouped into this many clusters (the surface's looks: plank and joint, tile
+# and grout, print and ground); a pixel is the item when it is more than this many of the
+# nearest cluster's spreads from it. Chosen on validation renderings (benchmarks/masks.py).
+TEXTURE_SIGMA = 4.0
+SURFACE_CLUSTERS = 4
+SURFACE_CUT = 1.5
+# A mask is doubtful, and the answer then "not sure", when it touches more than this share of
+# the picture's edge, covers more than this share of the picture, or has a second piece at least
+# this share of the largest: the surface, not the item, was probably taken along.
+DOUBT_EDGE = 0.5
+DOUBT_COVER = 0.8
+DOUBT_PIECES = 0.25
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    return np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+
+
+def _band(shape: tuple[int, ...]) -> np.ndarray:
+    """The border band (`BORDER_BAND` of the shorter side wide) as a boolean image."""
+    height, width = shape[:2]
+    band = max(1, min(round(BORDER_BAND * min(height, width)), min(height, width) // 4))
+    border = np.zeros((height, width), dtype=bool)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    return border
+
+
+def _coordinates(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
+    """Pixel coordinates scaled to -1..1 across the picture."""
+    return cols / max(shape[1] - 1, 1) * 2 - 1, rows / max(shape[0] - 1, 1) * 2 - 1
+
+
+def backdrop_model(rgb: np.ndarray) -> np.ndarray:
+    """The backdrop behind the item, per pixel and colour channel (float32, 1-255): a quadratic
+    surface in x and y fitted to a band around the picture's border, which follows a gradient,
+    a vignette and a tint. Border pixels far from the first fit (the item touching an edge)
+    are left out of a second one."""
+    height, width = rgb.shape[:2]
+    rows, cols = np.nonzero(_band(rgb.shape))
+    step = max(1, len(rows) // 4000)  # a few thousand samples fix six coefficients
+    rows, cols = rows[::step], cols[::step]
+    u, v = _coordinates(rows, cols, (height, width))
+    terms = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)
+    values = rgb[rows, cols].astype(np.float64)
+    # First the border pixels near its median colour (the backdrop, where an item touches the
+    # edge), then those near the first fit (all of a gradient's range).
+    residual = np.abs(values - np.median(values, axis=0)).max(axis=1)
+    keep = residual <= max(float(np.median(residual)), 25.0)
+    for _ in range(2):
+        # Least squares by its normal equations: six unknowns, no need for an SVD.
+        kept = terms[keep]
+        coefficients = np.linalg.solve(kept.T @ kept + 1e-9 * np.eye(6), kept.T @ values[keep])
+        residual = np.abs(values - terms @ coefficients).max(axis=1)
+        keep = residual <= max(3 * float(np.median(residual[keep])), 6.0)
+    u, v = _coordinates(np.arange(height)[:, None], np.arange(width)[None, :], (height, width))
+    u, v = u.astype(np.float32), v.astype(np.float32)
+    c = coefficients.astype(np.float32)
+    model = np.empty((height, width, 3), dtype=np.float32)
+    for k in range(3):
+        model[..., k] = (c[0, k] + c[1, k] * u + c[3, k] * u * u) + v * (
+            c[2, k] + c[4, k] * u + c[5, k] * v
+        )
+    return np.clip(model, 1.0, 255.0)
+
+
+def roughness(rgb: np.ndarray, backdrop: np.ndarray) -> float:
+    """How textured the surface is: the median relative difference, largest over the colour
+    channels, between the border band and the smooth backdrop model."""
+    height, width = rgb.shape[:2]
+    band = max(1, min(round(BORDER_BAND * min(height, width)), min(height, width) // 4))
+    difference = np.abs(rgb / backdrop - 1).max(axis=2)
+    border = [
+        difference[:band],
+        difference[-band:],
+        difference[:, :band].T,
+        difference[:, -band:].T,
+    ]
+    return float(np.median(np.concatenate([b.ravel() for b in border])))
+
+
+def surface_distance(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    """How unlike the surface each pixel's neighbourhood is (float32, in spreads): the mean
+    colour and the brightness variation around each pixel (`TEXTURE_SIGMA`), light evened out
+    by the backdrop model, compared with the nearest of `SURFACE_CLUSTERS` groups of the border
+    band's. A weave and a wood grain vary a lot around every pixel, as their border does; a
+    garment varies less and has its own colour."""
+    import warnings
+
+    from scipy import ndimage
+    from scipy.cluster.vq import kmeans2
+
+    ratio = rgb / backdrop
+    brightness = ratio @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    mean = ndimage.gaussian_filter(ratio, (TEXTURE_SIGMA, TEXTURE_SIGMA, 0))
+    around = ndimage.gaussian_filter(brightness, TEXTURE_SIGMA)
+    square = ndimage.gaussian_filter(brightness * brightness, TEXTURE_SIGMA)
+    variation = np.sqrt(np.maximum(square - around * around, 0))
+    features = np.concatenate([mean, variation[..., None]], axis=2)
+    samples = features[_band(features.shape)]
+    samples = samples[:: max(1, len(samples) // 3000)]
+    scale = samples.std(axis=0) + 0.02  # each feature in units of the border's own spread
+    samples, features = samples / scale, features / scale
+    with warnings.catch_warnings():  # a surface of one look leaves clusters empty
+        warnings.simplefilter("ignore")
+        centres, labels = kmeans2(samples, SURFACE_CLUSTERS, minit="++", rng=0)
+    distance = np.full(features.shape[:2], np.inf, dtype=np.float32)
+    for k, centre in enumerate(centres):
+        members = samples[labels == k]
+        if len(members) < 10:  # a few stray border pixels are not a look of the surface
+            continue
+        spread = np.sqrt(((members - centre) ** 2).sum(axis=1).mean()) + 0.5
+        distance = np.minimum(distance, np.linalg.norm(features - centre, axis=2) / spread)
+    return distance
+
+
+def _textured_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    distance = ndimage.uniform_filter(surface_distance(rgb, backdrop), 3)
+    threshold = max(float(threshold_otsu(distance)), SURFACE_CUT)
+    return ndimage.binary_opening(distance > threshold, iterations=1)
+
+
+def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    """Where the item is: pixels whose colour differs from the modelled backdrop (relative
+    difference, largest over the three channels, so that a yellow shirt on white counts) by
+    more than Otsu's threshold and than `SHADOW_SHARE` of the item's typical difference;
+    specks removed, grown `EDGE_DEPTH` into its soft edge, pieces much smaller than the largest
+    dropped, holes filled. On a textured surface (`roughness` above `TEXTURED`), pixels unlike
+    the border's colours and textures instead (`surface_distance`, beyond Otsu's threshold and
+    `SURFACE_CUT`), with the same cleaning but no growth: the neighbourhoods already reach
+    past the edge."""
+    from scipy import ndimage
+
+    if roughness(rgb, backdrop) > TEXTURED:
+        mask = _textured_mask(rgb, backdrop)
+    else:
+        mask = _smooth_mask(rgb, backdrop)
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        areas = np.bincount(labels.ravel())[1:]
+        mask = np.isin(labels, 1 + np.flatnonzero(areas >= PIECE_SHARE * areas.max()))
+    return ndimage.binary_fill_holes(mask)
+
+
+def _smooth_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    ratio = rgb / backdrop  # float32, as the backdrop
+    difference = np.abs(1 - ratio).max(axis=2)
+    distance = ndimage.uniform_filter(difference, 3)  # JPEG blocks and sensor noise
+    threshold = max(float(threshold_otsu(distance)), NOISE_LEVEL)
+    above = distance[distance > threshold]
+    if above.size:
+        threshold = max(threshold, SHADOW_SHARE * float(np.percentile(above, 75)))
+    mask = ndimage.binary_opening(distance > threshold, iterations=1)
+    # The fabric's soft edge is below the threshold: grow the item into pixels that differ from
+    # the backdrop at all (by more than the dataset's 5%), a few pixels deep only. This joins a
+    # faint strap to its bag. A shadow only darkens the backdrop, keeping its hue: around a
+    # coloured item, the growth keeps to pixels with some of the item's colour, and leaves the
+    # shadow out; around a grey one, it cannot tell them apart.
+    edge = difference > TRIM_TOLERANCE / 255
+    hue = ndimage.uniform_filter(ratio.max(axis=2) - ratio.min(axis=2), 3)
+    item_hue = float(np.median(hue[mask])) if mask.any() else 0.0
+    if item_hue > COLOURED:
+        edge &= hue > item_hue / 4
+    depth = max(1, round(EDGE_DEPTH * max(mask.shape)))
+    return ndimage.binary_dilation(mask, iterations=depth, mask=edge)
+
+
+def lighter_than_backdrop(rgb: np.ndarray, backdrop: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether most of the item is lighter than the backdrop behind it (in luminance)."""
+    if not mask.any():
+        return False
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ratio = (rgb[mask] @ weights) / (backdrop[mask] @ weights)
+    return float(np.median(ratio)) > 1.0
+
+
+def mask_doubt(mask: np.ndarray) -> str | None:
+    """Why a mask (`item_mask`, or the ``mask`` step) is probably not the item alone, as the
+    end of a sentence ("the mask touches 64% of the picture's edge"), or None if it looks like
+    one item. See `DOUBT_EDGE`, `DOUBT_COVER`, `DOUBT_PIECES`."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask) > 0
+    edge = float(_border(mask).mean())
+    if edge > DOUBT_EDGE:
+        return f"the mask touches {edge:.0%} of the picture's edge"
+    cover = float(mask.mean())
+    if cover > DOUBT_COVER:
+        return f"the mask covers {cover:.0%} of the picture"
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        areas = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+        pieces = int((areas >= DOUBT_PIECES * areas[0]).sum())
+        if pieces > 1:
+            return f"the mask is in {pieces} pieces"
+    return None
