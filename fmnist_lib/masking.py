@@ -26,7 +26,8 @@ COLOURED = 0.1
 NOISE_LEVEL = 0.06
 # A surface is textured (wood, fabric, tiles, a carpet) when its border band differs from the
 # smooth backdrop model by more than this (median relative difference): a seamless backdrop
-# stays under 0.006 with its JPEG and sensor noise, textured renderings start at 0.013.
+# stays under 0.008 with its JPEG and sensor noise; textured renderings measure 0.005 to 0.15
+# (median 0.05), and the few faint ones under it are smooth enough for the smooth mask.
 TEXTURED = 0.01
 # On a textured surface each pixel is described by its neighbourhood (Gaussian, this many pixels
 # of the working copy): its mean colour and how much its brightness varies. The border band's
@@ -36,6 +37,8 @@ TEXTURED = 0.01
 TEXTURE_SIGMA = 4.0
 SURFACE_CLUSTERS = 4
 SURFACE_CUT = 1.5
+# A cluster holding less than this share of the band's pixels is not one of the surface's looks.
+SURFACE_LOOK = 0.05
 # A mask is doubtful, and the answer then "not sure", when it touches more than this share of
 # the picture's edge, covers more than this share of the picture, or has a second piece at least
 # this share of the largest: the surface, not the item, was probably taken along.
@@ -112,16 +115,18 @@ def roughness(rgb: np.ndarray, backdrop: np.ndarray) -> float:
 
 def surface_distance(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     """How unlike the surface each pixel's neighbourhood is (float32, in spreads): the mean
-    colour and the brightness variation around each pixel (`TEXTURE_SIGMA`), light evened out
-    by the backdrop model, compared with the nearest of `SURFACE_CLUSTERS` groups of the border
-    band's. A weave and a wood grain vary a lot around every pixel, as their border does; a
-    garment varies less and has its own colour."""
+    colour and the brightness variation around each pixel (Gaussian weights, standard deviation
+    `TEXTURE_SIGMA`), light evened out by the backdrop model, compared with the nearest of
+    `SURFACE_CLUSTERS` groups of the border band's. Each of the four numbers is first divided
+    by its spread over the band; a group's spread is its members' root-mean-square distance
+    from its centre. A weave and a wood grain vary a lot around every pixel, as their border
+    does; a garment varies less and has its own colour."""
     import warnings
 
     from scipy import ndimage
     from scipy.cluster.vq import kmeans2
 
-    ratio = rgb / backdrop
+    ratio = (rgb / backdrop).astype(np.float32)
     brightness = ratio @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     mean = ndimage.gaussian_filter(ratio, (TEXTURE_SIGMA, TEXTURE_SIGMA, 0))
     around = ndimage.gaussian_filter(brightness, TEXTURE_SIGMA)
@@ -133,13 +138,18 @@ def surface_distance(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     scale = samples.std(axis=0) + 0.02  # each feature in units of the border's own spread
     samples, features = samples / scale, features / scale
     with warnings.catch_warnings():  # a surface of one look leaves clusters empty
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", UserWarning)
         centres, labels = kmeans2(samples, SURFACE_CLUSTERS, minit="++", rng=0)
+    # A look of the surface fills some of the band; a few stray pixels, or an item crossing
+    # the edge, do not make one.
+    looks = [
+        (centre, samples[labels == k])
+        for k, centre in enumerate(centres)
+        if (labels == k).mean() >= SURFACE_LOOK
+    ] or [(samples.mean(axis=0), samples)]
     distance = np.full(features.shape[:2], np.inf, dtype=np.float32)
-    for k, centre in enumerate(centres):
-        members = samples[labels == k]
-        if len(members) < 10:  # a few stray border pixels are not a look of the surface
-            continue
+    for centre, members in looks:
+        # Half a unit more: a look of one flat colour would otherwise have no spread at all.
         spread = np.sqrt(((members - centre) ** 2).sum(axis=1).mean()) + 0.5
         distance = np.minimum(distance, np.linalg.norm(features - centre, axis=2) / spread)
     return distance

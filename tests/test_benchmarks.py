@@ -10,7 +10,7 @@ import sys
 import pytest
 from chromium import CHROMIUM, HAVE_CHROMIUM, MISSING
 
-from fmnist_lib import preprocess
+from fmnist_lib import masking
 from fmnist_lib.config import PROJECT_ROOT
 
 # A real `streamlit run` in Chromium.
@@ -110,7 +110,10 @@ def test_the_mask_benchmark_prints_its_choice_and_timing(app_store):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
-    kept = f"clusters: {preprocess.TEXTURE_SIGMA:g} px, cut {preprocess.SURFACE_CUT:g} (kept)"
+    kept = (
+        f"clusters: {masking.TEXTURE_SIGMA:g} px, cut {masking.SURFACE_CUT:g}, "
+        f"{masking.SURFACE_LOOK * 100:g}% (kept)"
+    )
     rows = re.findall(r"^  (plain|studio|cluttered) +(.+?) +([\d.]+)% +([\d.]+)%", out, re.M)
     assert {(style, kept) for style in ("plain", "studio", "cluttered")} <= {r[:2] for r in rows}
     assert all(0 <= float(r[2]) <= 100 for r in rows)

@@ -504,6 +504,38 @@ def test_on_every_surface_the_item_is_found_apart_from_the_texture(sample, monke
     )
 
 
+@pytest.mark.parametrize("width", [0, 20, 40])
+def test_an_item_crossing_the_edge_of_a_textured_picture_stays_in_its_mask(width):
+    """A strap running off the bottom edge puts some of the item in the border band: it must
+    not become one of the surface's looks, which would take the item out of its own mask."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(0).normal(0, 1, (256, 256)), 1.5)
+    surface = np.clip(170 + 18 * noise / noise.std(), 0, 255)  # a fine pile, a carpet
+    rgb = (np.repeat(surface[..., None], 3, axis=2) * [1, 0.95, 0.85]).astype(np.float32)
+    truth = np.zeros((256, 256), dtype=bool)
+    truth[60:200, 80:170] = True
+    truth[190:, 120 : 120 + width] = True
+    rgb[truth] = 60
+    backdrop = preprocess.backdrop_model(rgb)
+    assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED
+    mask = preprocess.item_mask(rgb, backdrop)
+    assert _iou(mask, truth) > 0.85
+    assert preprocess.mask_doubt(mask) is None
+
+
+@pytest.mark.parametrize("size", [2, 4, 6, 12])
+def test_a_tiny_noisy_picture_gets_an_answer_or_a_clear_refusal(size):
+    """A few pixels of noise: the border band is too small for the surface's clusters; the
+    conversion still ends in a 28x28 image or an `ImageError`, never another exception."""
+    for seed in range(10):
+        pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        try:
+            assert preprocess.prepare(encode(Image.fromarray(pixels), "PNG")).shape == (28, 28)
+        except ImageError:
+            pass
+
+
 def test_a_smooth_backdrop_is_not_taken_for_a_texture(sample):
     photo, _ = studio_photo(sample)
     jpeg = preprocess.decode(encode(photo.convert("RGB"), "JPEG", quality=80))
