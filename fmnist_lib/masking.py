@@ -172,12 +172,13 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     dropped, holes filled. On a textured surface (`roughness` above `TEXTURED`), pixels unlike
     the border's colours and textures instead (`surface_distance`, beyond Otsu's threshold and
     `SURFACE_CUT`), with the same cleaning but no growth: the neighbourhoods already reach
-    past the edge."""
+    past the edge; if none is, the smooth backdrop's mask."""
     from scipy import ndimage
 
-    if roughness(rgb, backdrop) > TEXTURED:
-        mask = _textured_mask(rgb, backdrop)
-    else:
+    mask = _textured_mask(rgb, backdrop) if roughness(rgb, backdrop) > TEXTURED else None
+    if mask is None or not mask.any():
+        # Nothing unlike the surface's looks (a dark shirt on a dark, rough carpet, its colour
+        # within the carpet's spread): what differs from the smooth backdrop is the best guess.
         mask = _smooth_mask(rgb, backdrop)
     labels, count = ndimage.label(mask)
     if count > 1:

@@ -524,6 +524,24 @@ def test_an_item_crossing_the_edge_of_a_textured_picture_stays_in_its_mask(width
     assert preprocess.mask_doubt(mask) is None
 
 
+def test_when_nothing_is_unlike_the_surface_the_smooth_mask_is_the_guess(sample, monkeypatch):
+    """A garment whose colour lies within a rough surface's spread leaves the texture step
+    with nothing: the smooth backdrop's mask is used rather than calling the photo blank."""
+    from fmnist_lib import custom_images, masking
+
+    texture, _ = custom_images._texture((400, 400), np.random.default_rng(0))
+    photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
+    rgb = preprocess._working_copy(photo).astype(np.float32)
+    backdrop = preprocess.backdrop_model(rgb)
+    assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED
+    monkeypatch.setattr(masking, "SURFACE_CUT", float("inf"))  # nothing passes the cut
+    assert not masking._textured_mask(rgb, backdrop).any()
+    mask = preprocess.item_mask(rgb, backdrop)
+    small = np.asarray(Image.fromarray(truth).resize(rgb.shape[1::-1])) > 0
+    assert mask.any() and (mask & small).sum() > 0.5 * small.sum()
+    assert preprocess.to_fashion_mnist(photo).shape == (28, 28)
+
+
 @pytest.mark.parametrize("size", [2, 4, 6, 12])
 def test_a_tiny_noisy_picture_gets_an_answer_or_a_clear_refusal(size):
     """A few pixels of noise: the border band is too small for the surface's clusters; the
