@@ -51,10 +51,14 @@ def _border(grey: np.ndarray) -> np.ndarray:
     return np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
 
 
+def _band_width(height: int, width: int) -> int:
+    return max(1, min(round(BORDER_BAND * min(height, width)), min(height, width) // 4))
+
+
 def _band(shape: tuple[int, ...]) -> np.ndarray:
     """The border band (`BORDER_BAND` of the shorter side wide) as a boolean image."""
     height, width = shape[:2]
-    band = max(1, min(round(BORDER_BAND * min(height, width)), min(height, width) // 4))
+    band = _band_width(height, width)
     border = np.zeros((height, width), dtype=bool)
     border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
     return border
@@ -102,7 +106,7 @@ def roughness(rgb: np.ndarray, backdrop: np.ndarray) -> float:
     """How textured the surface is: the median relative difference, largest over the colour
     channels, between the border band and the smooth backdrop model."""
     height, width = rgb.shape[:2]
-    band = max(1, min(round(BORDER_BAND * min(height, width)), min(height, width) // 4))
+    band = _band_width(height, width)
     difference = np.abs(rgb / backdrop - 1).max(axis=2)
     border = [
         difference[:band],

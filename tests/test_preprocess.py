@@ -479,7 +479,7 @@ def test_on_every_surface_the_item_is_found_apart_from_the_texture(sample, monke
     """All six surfaces are seen as textured, and the mask of what is unlike the border's
     colours and textures follows the item on each, where the smooth backdrop's mask takes
     much of the texture along (a weave, a carpet, tiles' grout)."""
-    from fmnist_lib import custom_images, masking
+    from fmnist_lib import custom_images
 
     surfaces, seed = {}, 0
     while len(surfaces) < len(custom_images.SURFACES):
@@ -527,7 +527,7 @@ def test_an_item_crossing_the_edge_of_a_textured_picture_stays_in_its_mask(width
 def test_when_nothing_is_unlike_the_surface_the_smooth_mask_is_the_guess(sample, monkeypatch):
     """A garment whose colour lies within a rough surface's spread leaves the texture step
     with nothing: the smooth backdrop's mask is used rather than calling the photo blank."""
-    from fmnist_lib import custom_images, masking
+    from fmnist_lib import custom_images
 
     texture, _ = custom_images._texture((400, 400), np.random.default_rng(0))
     photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
