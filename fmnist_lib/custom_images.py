@@ -207,6 +207,14 @@ def render_cluttered_photo(image: np.ndarray, rng: np.random.Generator) -> Image
     (wood planks, a woven or knitted fabric, a printed bedsheet with folds, tiles, a carpet),
     under uneven room light, with a soft shadow; in a colour close to the surface's one time in
     four, touching the picture's edge one time in five."""
+    return cluttered_photo_and_coverage(image, rng)[0]
+
+
+def cluttered_photo_and_coverage(
+    image: np.ndarray, rng: np.random.Generator
+) -> tuple[Image.Image, np.ndarray]:
+    """`render_cluttered_photo`, and how much of each pixel the item covers (0-1, float32): the
+    true mask, which the surface-mask network (`surface_mask`) learns from."""
     coverage, size = _placed_item(image, rng, (8, 24), tilt=10)
     if rng.random() < 0.2:  # pushed against one edge of the frame
         rows, cols = np.nonzero(coverage > 0.05)
@@ -227,7 +235,7 @@ def render_cluttered_photo(image: np.ndarray, rng: np.random.Generator) -> Image
         fabric = _fabric(rng).astype(np.float32)
     reflectance = (1 - amount) * surface * (1 - shadow[..., None]) + amount * fabric
     light = _uneven_light(coverage.shape, rng)[..., None]
-    return _as_photo(np.float32(255) * reflectance * light, rng)
+    return _as_photo(np.float32(255) * reflectance * light, rng), coverage
 
 
 STYLES = {
