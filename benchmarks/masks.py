@@ -6,12 +6,13 @@ and the time to convert a 1000x1000 photo of a garment on a textured surface.
     python benchmarks/masks.py                      # 300 photos per style: about 3 minutes
     python benchmarks/masks.py --photos 30 --model models:/fashion-mnist-cnn/1
 
-The variants: the smooth-backdrop mask alone (no texture step), and, where the border is
-textured (`masking.TEXTURED`), the mask of pixels unlike the border's clusters of colour and
-texture (`masking.surface_distance`), with neighbourhoods of 3, 4 or 6 pixels, cuts of 1, 1.5
-or 2 spreads, and a cluster counted as a look of the surface from 0.3%, 5% or 10% of the band.
-The library keeps the variant `masking.TEXTURE_SIGMA`, `masking.SURFACE_CUT` and
-`masking.SURFACE_LOOK` name; this prints what the choice rests on. Asserts nothing.
+The variants: the smooth-backdrop mask alone (no texture step); where the border is textured
+(`masking.TEXTURED`), the clusters alone (pixels more than 1.5 spreads from the border's looks,
+`masking.surface_distance`, and beyond Otsu's threshold: the previous mask); the surface-mask
+network alone (`surface_mask`, a chance of 0.5); and the network's pieces that the clusters
+vouch for, with the pixels also required beyond a floor of 0.5, 1 or 1.5 spreads, or with a
+chance of 0.3 or 0.7. The library keeps the variant `masking.ITEM_CHANCE` and
+`masking.SURFACE_FLOOR` name; this prints what the choice rests on. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def _roughness(picture) -> float:
     return preprocess.roughness(rgb, preprocess.backdrop_model(rgb))
 
 
+def _network_alone(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    """The network's chance of 0.5 or more, without the floor and without the clusters."""
+    from fmnist_lib import masking
+
+    distance = masking.surface_distance(rgb, backdrop)
+    return masking.network_chance(rgb, backdrop, distance) >= 0.5
+
+
 def one_large_photo_ms(images: np.ndarray, repeats: int) -> list[float]:
     """Decode + full conversion of a 1000x1000 JPEG of a garment on a textured surface."""
     from PIL import Image
@@ -125,16 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Model: {uri}, from {tracking.shown_uri()}")
     data = load_fashion_mnist()
     classifier = artifact.load(uri)
-    variants = {"smooth backdrop only": {"TEXTURED": float("inf")}}
-    grid = [(3, 1.5, 5), (4, 1, 5), (4, 1.5, 0.3), (4, 1.5, 5), (4, 1.5, 10), (4, 2, 5)]
-    grid.append((6, 1.5, 5))  # (neighbourhood px, cut in spreads, look in % of the band)
-    for sigma, cut, look in grid:
-        name = f"clusters: {sigma:g} px, cut {cut:g}, {look:g}%"
-        variants[name] = {"TEXTURE_SIGMA": sigma, "SURFACE_CUT": cut, "SURFACE_LOOK": look / 100}
-    kept = (
-        f"clusters: {masking.TEXTURE_SIGMA:g} px, cut {masking.SURFACE_CUT:g}, "
-        f"{masking.SURFACE_LOOK * 100:g}%"
-    )
+    variants = {
+        "smooth backdrop only": {"TEXTURED": float("inf")},
+        "clusters alone, cut 1.5": {"ITEM_CHANCE": float("inf")},
+        "network alone": {"_textured_mask": _network_alone},
+    }
+    for chance, floor in [(0.5, 0.5), (0.5, 1), (0.5, 1.5), (0.3, 1), (0.7, 1)]:
+        variants[f"network {chance:g}, floor {floor:g}"] = {
+            "ITEM_CHANCE": chance,
+            "SURFACE_FLOOR": floor,
+        }
+    kept = f"network {masking.ITEM_CHANCE:g}, floor {masking.SURFACE_FLOOR:g}"
     flags, roughness = {}, {}
     print(f"{args.photos} validation images per style, rendered with seed {SEED}:\n")
     print(f"  {'style':<10} {'variant':<38} {'accuracy':>9} {'28x28':>7} {'error':>6} {'ms':>6}")

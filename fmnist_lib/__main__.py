@@ -6,6 +6,7 @@ python -m fmnist_lib champion
 python -m fmnist_lib tune STUDY [--create] [--trials N | --until N] [--profile quick|full]
 python -m fmnist_lib serve [MODEL] [--host HOST] [--port PORT] [--workers N]
 python -m fmnist_lib team add MEMBER [--credentials FILE]
+python -m fmnist_lib train-surface-mask [--composites N] [--epochs N] [--output FILE]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def parse_value(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per task, its function in ``func``."""
+    from . import surface_mask
     from .catalogue import MODELS
 
     parser = argparse.ArgumentParser(prog="python -m fmnist_lib", description=__doc__)
@@ -57,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a hyperparameter, e.g. --set epochs=5 --set C=3",
     )
     train_parser.set_defaults(func=_train)
+    mask_parser = commands.add_parser(
+        "train-surface-mask",
+        help="retrain the network that finds a garment on a textured surface (surface_mask.onnx)",
+    )
+    mask_parser.add_argument(
+        "--composites", type=int, default=surface_mask.COMPOSITES, help="training renderings"
+    )
+    mask_parser.add_argument("--epochs", type=int, default=surface_mask.EPOCHS)
+    mask_parser.add_argument("--output", help="the ONNX file to write (default: the library's)")
+    mask_parser.set_defaults(func=_train_surface_mask)
     register_parser = commands.add_parser(
         "register",
         help="register the best run of each model; promote the best of all to champion",
@@ -150,6 +162,24 @@ def _team(args) -> int:
     print(
         f"{args.member}: account made; its password is in {path} (readable by you only). "
         "Hand the file to the member, who saves it as ~/.mlflow/credentials (chmod 600)."
+    )
+    return 0
+
+
+def _train_surface_mask(args) -> int:
+    from pathlib import Path
+
+    from . import surface_mask
+
+    path = Path(args.output) if args.output else surface_mask.FILE
+    try:
+        record = surface_mask.train(args.composites, args.epochs, path)
+    except (DatasetError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: {record['pixels right']:.2%} of held-out pixels right, the item's "
+        f"intersection over union {record['item IoU']:.2f}, in {record['minutes']:.1f} minutes"
     )
     return 0
 

@@ -5,7 +5,11 @@ these; chapter 6 explains them."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 
 # How far from the background colour a pixel must be to belong to the object: 5% of the
 # intensity range, the tolerance Fashion-MNIST's authors trimmed Zalando's photos with.
@@ -32,11 +36,27 @@ TEXTURED = 0.01
 # On a textured surface each pixel is described by its neighbourhood (Gaussian, this many pixels
 # of the working copy): its mean colour and how much its brightness varies. The border band's
 # descriptions are grouped into this many clusters (the surface's looks: plank and joint, tile
-# and grout, print and ground); a pixel is the item when it is more than this many of the
-# nearest cluster's spreads from it. Chosen on validation renderings (benchmarks/masks.py).
+# and grout, print and ground); a pixel's distance from the surface is how many of the nearest
+# cluster's spreads it lies from it. Chosen on validation renderings when the clusters alone
+# made the mask; the surface-mask network's input depends on them (`surface_mask.inputs`):
+# changing one means retraining it.
 TEXTURE_SIGMA = 4.0
 SURFACE_CLUSTERS = 4
+# A pixel is the item when the surface-mask network (`surface_mask`) gives it at least this
+# chance, and it lies beyond this many spreads from the surface's nearest look: the network
+# knows garments' shapes, the distance this picture's own surface (it trims the network's
+# coarse edge). Chosen on validation renderings (benchmarks/masks.py).
+ITEM_CHANCE = 0.5
+SURFACE_FLOOR = 1.0
+# The clusters' own mask: pixels beyond this many spreads (and Otsu's threshold on the
+# distances). It vouches for the network's pieces, and is the mask where there are none.
 SURFACE_CUT = 1.5
+# The network (ONNX, beside this file; `surface_mask` trains it) sees the picture reduced to this
+# many pixels a side: a garment's outline survives, and a picture takes a few ms. Distances
+# beyond the range are all "far from the surface" to it.
+NETWORK_FILE = Path(__file__).with_name("surface_mask.onnx")
+NETWORK_INPUT = 96
+DISTANCE_RANGE = 8.0
 # A cluster holding less than this share of the band's pixels is not one of the surface's looks.
 SURFACE_LOOK = 0.05
 # A mask is doubtful, and the answer then "not sure", when it touches more than this share of
@@ -159,13 +179,60 @@ def surface_distance(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     return distance
 
 
+def _shrunk(values: np.ndarray) -> np.ndarray:
+    image = Image.fromarray(values.astype(np.float32), mode="F")
+    return np.asarray(image.resize((NETWORK_INPUT, NETWORK_INPUT), Image.Resampling.BILINEAR))
+
+
+def network_input(rgb: np.ndarray, backdrop: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """What the surface-mask network sees of a picture (float32, `NETWORK_INPUT` a side, four
+    numbers per pixel): the colour over the backdrop model (0-2), and the surface distance
+    (`surface_distance`) as a share of `DISTANCE_RANGE`."""
+    ratio = np.clip(rgb / backdrop, 0, 2)
+    far = np.minimum(distance, DISTANCE_RANGE) / DISTANCE_RANGE
+    return np.stack([_shrunk(ratio[..., c]) for c in range(3)] + [_shrunk(far)], axis=-1)
+
+
+_session = None
+_session_lock = threading.Lock()
+
+
+def _network():
+    global _session
+    with _session_lock:  # one session per process, however many threads convert pictures
+        if _session is None:
+            from .model_files import onnx_session
+
+            _session = onnx_session(NETWORK_FILE)
+        return _session
+
+
+def network_chance(rgb: np.ndarray, backdrop: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """For each pixel of the picture, the surface-mask network's chance (0-1, float32) that it
+    belongs to the item."""
+    session = _network()
+    x = network_input(rgb, backdrop, distance)[None]
+    small = session.run(None, {session.get_inputs()[0].name: x})[0][0, ..., 0]
+    height, width = rgb.shape[:2]
+    image = Image.fromarray(small.astype(np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+
+
 def _textured_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
-    distance = ndimage.uniform_filter(surface_distance(rgb, backdrop), 3)
+    raw = surface_distance(rgb, backdrop)
+    distance = ndimage.uniform_filter(raw, 3)
     threshold = max(float(threshold_otsu(distance)), SURFACE_CUT)
-    return ndimage.binary_opening(distance > threshold, iterations=1)
+    clusters = ndimage.binary_opening(distance > threshold, iterations=1)
+    network = (network_chance(rgb, backdrop, raw) >= ITEM_CHANCE) & (distance > SURFACE_FLOOR)
+    # A piece of the network's mask that the clusters see nothing of is its guess on a surface
+    # unlike those it learnt on (a hard-edged print): dropped. With none left, the clusters'.
+    labels, _ = ndimage.label(network)
+    vouched = np.unique(labels[clusters & (labels > 0)])
+    mask = np.isin(labels, vouched[vouched > 0])
+    return mask if mask.any() else clusters
 
 
 def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
@@ -173,15 +240,17 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     difference, largest over the three channels, so that a yellow shirt on white counts) by
     more than Otsu's threshold and than `SHADOW_SHARE` of the item's typical difference;
     specks removed, grown `EDGE_DEPTH` into its soft edge, pieces much smaller than the largest
-    dropped, holes filled. On a textured surface (`roughness` above `TEXTURED`), pixels unlike
-    the border's colours and textures instead (`surface_distance`, beyond Otsu's threshold and
-    `SURFACE_CUT`), with the same cleaning but no growth: the neighbourhoods already reach
-    past the edge; if none is, the smooth backdrop's mask."""
+    dropped, holes filled. On a textured surface (`roughness` above `TEXTURED`), the pixels the
+    surface-mask network calls the item (`ITEM_CHANCE`) that are also unlike the border's
+    colours and textures (`surface_distance` above `SURFACE_FLOOR`), in pieces that touch the
+    clusters' own mask (beyond `SURFACE_CUT`; that mask alone if no piece does), small pieces
+    dropped and holes filled, but no growth; if there are none, the smooth backdrop's mask."""
     from scipy import ndimage
 
     mask = _textured_mask(rgb, backdrop) if roughness(rgb, backdrop) > TEXTURED else None
     if mask is None or not mask.any():
-        # Nothing unlike the surface's looks (a dark shirt on a dark, rough carpet, its colour
+        # Nothing unlike the surface's looks, or nothing the network calls a garment (a dark
+        # shirt on a dark, rough carpet, its colour
         # within the carpet's spread): what differs from the smooth backdrop is the best guess.
         mask = _smooth_mask(rgb, backdrop)
     labels, count = ndimage.label(mask)

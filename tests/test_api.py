@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from badfiles import bomb, encode, png_header, truncated
+from pictures import on_stripes
 from PIL import Image
 
 from fmnist_lib import api, artifact, custom_images, limits, preprocess, registry, serving, tracking
@@ -119,12 +120,7 @@ def test_cluttered_photos_are_classified_and_a_doubtful_mask_is_not_sure(served)
     images = load_fashion_mnist().x_test[:4]
     rng = np.random.default_rng(3)
     photos = [custom_images.render_cluttered_photo(image, rng) for image in images]
-    item = 255 - np.kron(images[0], np.ones((5, 5), np.uint8))
-    stripes = np.full((400, 400), 235, np.uint8)
-    stripes[:, (np.arange(400) // 40) % 2 == 1] = 120
-    stripes[130 : 130 + item.shape[0], 40 : 40 + item.shape[1]] = item
-    stripes[130 : 130 + item.shape[0], 220 : 220 + item.shape[1]] = item
-    photos.append(Image.fromarray(stripes).convert("RGB"))
+    photos.append(Image.fromarray(on_stripes(images[2], [40, 220])).convert("RGB"))
     items = [b64(custom_images.encode(photo, "JPEG")) for photo in photos]
     status, answer = post(url, _split(*items))
     assert status == 200, answer

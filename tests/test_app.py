@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import streamlit as st
 from badfiles import bomb, encode, truncated
+from pictures import on_stripes
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -229,14 +230,8 @@ def test_a_doubtful_mask_says_not_sure_and_shows_the_mask(app, app_store, test_s
     """Two garments in one photo, on a print of wide stripes: the mask is in two pieces, the
     answer is "not sure" with the reason, and the mask is shown without asking."""
     champion = app_store[1][0]
-    item = 255 - np.kron(test_set[0][0], np.ones((5, 5), np.uint8))
-    picture = np.full((400, 400), 235, np.uint8)
-    picture[:, (np.arange(400) // 40) % 2 == 1] = 120
-    picture[130 : 130 + item.shape[0], 40 : 40 + item.shape[1]] = item
-    picture[130 : 130 + item.shape[0], 220 : 220 + item.shape[1]] = item
-    app.file_uploader[0].upload(
-        "two-on-stripes.png", encode(Image.fromarray(picture), "PNG"), "image/png"
-    )
+    picture = Image.fromarray(on_stripes(test_set[0][2], [40, 220]))
+    app.file_uploader[0].upload("two-on-stripes.png", encode(picture, "PNG"), "image/png")
     app.run()
     assert not app.error
     (box,) = app.warning

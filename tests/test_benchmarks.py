@@ -110,10 +110,7 @@ def test_the_mask_benchmark_prints_its_choice_and_timing(app_store):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
-    kept = (
-        f"clusters: {masking.TEXTURE_SIGMA:g} px, cut {masking.SURFACE_CUT:g}, "
-        f"{masking.SURFACE_LOOK * 100:g}% (kept)"
-    )
+    kept = f"network {masking.ITEM_CHANCE:g}, floor {masking.SURFACE_FLOOR:g} (kept)"
     rows = re.findall(r"^  (plain|studio|cluttered) +(.+?) +([\d.]+)% +([\d.]+)%", out, re.M)
     assert {(style, kept) for style in ("plain", "studio", "cluttered")} <= {r[:2] for r in rows}
     assert all(0 <= float(r[2]) <= 100 for r in rows)

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 from badfiles import bomb, encode, png_header, truncated
+from pictures import on_stripes
 from PIL import Image
 
 from fmnist_lib import custom_images, predictions, preprocess, serving
@@ -194,23 +195,18 @@ def test_a_blank_canvas_is_no_drawing_and_a_wrong_array_is_refused():
         predictions.drawing_item(np.zeros((0, 280, 4), np.uint8))
 
 
-def _picture_on(surface: np.ndarray, item: np.ndarray, top: int, left: int) -> Image.Image:
-    picture = surface.copy()
-    picture[top : top + item.shape[0], left : left + item.shape[1]] = item
-    return Image.fromarray(picture)
-
-
 def test_a_doubtful_mask_makes_the_answer_not_sure(test_set):
     """An item on a plain backdrop gives no doubt, nor on a print of wide stripes; two items
     in one picture make a mask in two pieces: a doubt, and the table's "sure" is then False
     whatever the model's confidence."""
     images = test_set[0]
-    item = np.repeat((255 - np.kron(images[0], np.ones((5, 5), np.uint8)))[..., None], 3, axis=2)
-    plain = _picture_on(np.full((400, 400, 3), 235, np.uint8), item, 130, 130)
-    striped = np.full((400, 400, 3), 235, np.uint8)
-    striped[:, (np.arange(400) // 40) % 2 == 1] = 120  # wide stripes: a coarse print
-    two = _picture_on(np.asarray(_picture_on(striped, item, 130, 40)), item, 130, 220)
-    pictures = [plain, _picture_on(striped, item, 130, 130), two]
+    item = 255 - np.kron(images[0], np.ones((5, 5), np.uint8))
+    plain = np.full((400, 400), 235, np.uint8)
+    plain[130:270, 130:270] = item
+    pictures = [
+        Image.fromarray(p).convert("RGB")
+        for p in (plain, on_stripes(images[0], [130]), on_stripes(images[2], [40, 220]))
+    ]
     items = [
         Item(f"p{k}.png", custom_images.encode(p, "PNG"), 9, "upload")
         for k, p in enumerate(pictures)

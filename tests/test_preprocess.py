@@ -471,14 +471,23 @@ def test_an_item_on_a_mid_grey_surface_keeps_its_polarity(sample, item):
     assert converted.max() == 255
 
 
+def _as_converted(photo: Image.Image) -> np.ndarray:
+    """The photo's working copy as the conversion masks it: a dark surface negated first."""
+    rgb = preprocess._working_copy(photo).astype(np.float32)
+    if np.median(masking._border(rgb.mean(axis=2))) < 128:
+        rgb = 255 - rgb
+    return rgb
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def test_on_every_surface_the_item_is_found_apart_from_the_texture(sample, monkeypatch):
-    """All six surfaces are seen as textured, and the mask of what is unlike the border's
-    colours and textures follows the item on each, where the smooth backdrop's mask takes
-    much of the texture along (a weave, a carpet, tiles' grout)."""
+    """All six surfaces are seen as textured, and the texture step's mask (the network's,
+    trimmed to what is unlike the border's colours and textures) follows the item on each,
+    where the smooth backdrop's mask takes much of the texture along (a weave, a carpet,
+    tiles' grout)."""
     from fmnist_lib import custom_images
 
     surfaces, seed = {}, 0
@@ -489,7 +498,7 @@ def test_on_every_surface_the_item_is_found_apart_from_the_texture(sample, monke
     found, raw = {}, {}
     for kind, texture in surfaces.items():
         photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
-        rgb = preprocess._working_copy(photo).astype(np.float32)
+        rgb = _as_converted(photo)
         backdrop = preprocess.backdrop_model(rgb)
         assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED, kind
         small = np.asarray(Image.fromarray(truth).resize(rgb.shape[1::-1])) > 0
@@ -520,7 +529,8 @@ def test_an_item_crossing_the_edge_of_a_textured_picture_stays_in_its_mask(width
     backdrop = preprocess.backdrop_model(rgb)
     assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED
     mask = preprocess.item_mask(rgb, backdrop)
-    assert _iou(mask, truth) > 0.85
+    assert (truth & ~mask).sum() < 0.02 * truth.sum()  # the strap too, down to the edge
+    assert _iou(mask, truth) > 0.8  # the network's outline runs a few pixels wide
     assert preprocess.mask_doubt(mask) is None
 
 
@@ -531,10 +541,11 @@ def test_when_nothing_is_unlike_the_surface_the_smooth_mask_is_the_guess(sample,
 
     texture, _ = custom_images._texture((400, 400), np.random.default_rng(0))
     photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
-    rgb = preprocess._working_copy(photo).astype(np.float32)
+    rgb = _as_converted(photo)
     backdrop = preprocess.backdrop_model(rgb)
     assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED
-    monkeypatch.setattr(masking, "SURFACE_CUT", float("inf"))  # nothing passes the cut
+    monkeypatch.setattr(masking, "SURFACE_FLOOR", float("inf"))  # nothing passes the floor,
+    monkeypatch.setattr(masking, "SURFACE_CUT", float("inf"))  # nor the clusters' cut
     assert not masking._textured_mask(rgb, backdrop).any()
     mask = preprocess.item_mask(rgb, backdrop)
     small = np.asarray(Image.fromarray(truth).resize(rgb.shape[1::-1])) > 0
