@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     mask_parser.add_argument(
         "--composites", type=int, default=surface_mask.COMPOSITES, help="training renderings"
     )
-    mask_parser.add_argument("--epochs", type=int, default=surface_mask.EPOCHS)
+    mask_parser.add_argument(
+        "--epochs", type=int, default=surface_mask.EPOCHS, help="passes over the composites"
+    )
     mask_parser.add_argument("--output", help="the ONNX file to write (default: the library's)")
     mask_parser.set_defaults(func=_train_surface_mask)
     register_parser = commands.add_parser(
@@ -171,10 +173,10 @@ def _train_surface_mask(args) -> int:
 
     from . import surface_mask
 
-    path = Path(args.output) if args.output else surface_mask.FILE
+    path = surface_mask.FILE if args.output is None else Path(args.output)
     try:
         record = surface_mask.train(args.composites, args.epochs, path)
-    except (DatasetError, ValueError) as err:
+    except (DatasetError, ValueError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(

@@ -226,6 +226,8 @@ def _textured_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     distance = ndimage.uniform_filter(raw, 3)
     threshold = max(float(threshold_otsu(distance)), SURFACE_CUT)
     clusters = ndimage.binary_opening(distance > threshold, iterations=1)
+    if not clusters.any():
+        return clusters  # nothing to vouch for any piece of the network's
     network = (network_chance(rgb, backdrop, raw) >= ITEM_CHANCE) & (distance > SURFACE_FLOOR)
     # A piece of the network's mask that the clusters see nothing of is its guess on a surface
     # unlike those it learnt on (a hard-edged print): dropped. With none left, the clusters'.
@@ -249,9 +251,9 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
 
     mask = _textured_mask(rgb, backdrop) if roughness(rgb, backdrop) > TEXTURED else None
     if mask is None or not mask.any():
-        # Nothing unlike the surface's looks, or nothing the network calls a garment (a dark
-        # shirt on a dark, rough carpet, its colour
-        # within the carpet's spread): what differs from the smooth backdrop is the best guess.
+        # The clusters find nothing unlike the surface's looks (a dark shirt on a dark, rough
+        # carpet, its colour within the carpet's spread): what differs from the smooth
+        # backdrop is the best guess.
         mask = _smooth_mask(rgb, backdrop)
     labels, count = ndimage.label(mask)
     if count > 1:

@@ -118,10 +118,19 @@ def train(count: int = COMPOSITES, epochs: int = EPOCHS, path: Path = FILE, seed
     from .clock import machine
     from .data import load_fashion_mnist
 
+    path = Path(path)
     if count < 10:
         raise ValueError("The network needs at least 10 composites (one held out to check).")
+    if epochs < 1:
+        raise ValueError("The network needs at least one epoch.")
+    if path.suffix != ".onnx" or not path.parent.is_dir():
+        raise ValueError(f"{path}: give an .onnx file in an existing folder.")
     began = time.perf_counter()
     images = load_fashion_mnist().x_train
+    if count > len(images):
+        raise ValueError(
+            f"There are {len(images):,} training images: at most that many composites."
+        )
     picks = np.random.default_rng(seed).choice(len(images), count, replace=False)
     x, y = composites(images[picks], seed)  # before TensorFlow starts threads: workers fork
     rendered = time.perf_counter()
@@ -135,7 +144,6 @@ def train(count: int = COMPOSITES, epochs: int = EPOCHS, path: Path = FILE, seed
     model.fit(x[:kept], y[:kept, ..., None], batch_size=32, epochs=epochs, verbose=2)
     found = model.predict(x[kept:], verbose=0)[..., 0] > 0.5
     truth = y[kept:]
-    path = Path(path)
     export(model, path, x[kept : kept + 8].astype(np.float32))
     record = {
         "composites": count,

@@ -101,3 +101,57 @@ def test_an_export_that_differs_from_keras_writes_nothing(tmp_path, monkeypatch)
         surface_mask.export(surface_mask.network(), path, check)
     assert path.read_bytes() == b"the previous network"
     assert [p.name for p in tmp_path.iterdir()] == ["mask.onnx"]
+
+
+def _blob(shape, rows, cols) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[rows, cols] = True
+    return mask
+
+
+def test_only_the_pieces_the_clusters_vouch_for_are_kept(monkeypatch):
+    """A dark square on a fine carpet: the clusters find it. A second piece the network draws
+    far from anything the clusters see is its guess on an unknown surface, and is dropped; with
+    no vouched piece at all, the clusters' own mask is the answer."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(0).normal(0, 1, (256, 256)), 1.5)
+    surface = np.clip(170 + 18 * noise / noise.std(), 0, 255)
+    rgb = np.repeat(surface[..., None], 3, axis=2).astype(np.float32)
+    item = _blob((256, 256), slice(80, 180), slice(60, 140))
+    rgb[item] = 60
+    backdrop = preprocess.backdrop_model(rgb)
+    stray = _blob((256, 256), slice(20, 60), slice(190, 240))
+
+    def network(pieces):
+        def chance(rgb, backdrop, distance):
+            return np.where(pieces, np.float32(1), np.float32(0))
+
+        return chance
+
+    monkeypatch.setattr(masking, "SURFACE_FLOOR", float("-inf"))  # the network's pieces as drawn
+    monkeypatch.setattr(masking, "network_chance", network(item | stray))
+    mask = masking._textured_mask(rgb, backdrop)
+    assert (mask & item).sum() == item.sum() and not (mask & stray).any()
+    monkeypatch.setattr(masking, "network_chance", network(stray))
+    alone = masking._textured_mask(rgb, backdrop)
+    assert not (alone & stray).any() and (alone & item).sum() > 0.8 * item.sum()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--composites", "5"], "at least 10 composites"),
+        (["--epochs", "0"], "at least one epoch"),
+        (["--output", "mask.json"], "give an .onnx file"),
+        (["--output", ""], "give an .onnx file"),
+        (["--output", "no/such/folder/mask.onnx"], "give an .onnx file"),
+    ],
+)
+def test_the_training_command_refuses_bad_arguments_before_any_work(arguments, message, capsys):
+    from fmnist_lib.__main__ import main
+
+    shipped = surface_mask.FILE.read_bytes()
+    assert main(["train-surface-mask", *arguments]) == 1
+    assert message in capsys.readouterr().err
+    assert surface_mask.FILE.read_bytes() == shipped
