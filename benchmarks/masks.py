@@ -11,8 +11,12 @@ The variants: the smooth-backdrop mask alone (no texture step); where the border
 `masking.surface_distance`, and beyond Otsu's threshold: the previous mask); the surface-mask
 network alone (`surface_mask`, a chance of 0.5); and the network's pieces that the clusters
 vouch for, with the pixels also required beyond a floor of 0.5, 1 or 1.5 spreads, or with a
-chance of 0.3 or 0.7. The library keeps the variant `masking.ITEM_CHANCE` and
-`masking.SURFACE_FLOOR` name; this prints what the choice rests on. Asserts nothing.
+chance of 0.3 or 0.7. Then how the textured surface's item becomes grey levels: its
+brightness over the backdrop (the smooth backdrop's recipe), or its share read along the colour
+that tells it from the surface (`masking.item_grey`), with the darkest share at the mask's
+99th percentile or its maximum, and a ridge of 0.001 or 0.01. The library keeps the variant
+`masking.ITEM_CHANCE`, `masking.SURFACE_FLOOR`, `masking.SHARE_TOP` and `masking.COLOUR_RIDGE`
+name; this prints what the choice rests on. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -54,9 +58,16 @@ def converted(pictures: list, constants: dict) -> tuple[np.ndarray, np.ndarray, 
     (`masking.mask_doubt`), the ms per picture, and how many were refused as blank."""
     from fmnist_lib import masking, preprocess
 
-    saved = {name: getattr(masking, name) for name in constants}
-    for name, value in constants.items():
-        setattr(masking, name, value)
+    # preprocess holds its own reference to some of masking's names (item_grey): both changed.
+    modules = (masking, preprocess)
+    saved = {
+        (module, name): getattr(module, name)
+        for module in modules
+        for name in constants
+        if hasattr(module, name)
+    }
+    for module, name in saved:
+        setattr(module, name, constants[name])
     out, doubtful, refused = [], [], 0
     began = time.perf_counter()
     try:
@@ -70,8 +81,8 @@ def converted(pictures: list, constants: dict) -> tuple[np.ndarray, np.ndarray, 
                 doubtful.append(False)
                 refused += 1
     finally:
-        for name, value in saved.items():
-            setattr(masking, name, value)
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
     ms = (time.perf_counter() - began) * 1000 / len(pictures)
     return np.stack(out), np.array(doubtful), ms, refused
 
@@ -92,6 +103,11 @@ def _network_alone(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
 
     distance = masking.surface_distance(rgb, backdrop)
     return masking.network_chance(rgb, backdrop, distance) >= 0.5
+
+
+def _no_item_grey(rgb: np.ndarray, backdrop: np.ndarray, mask: np.ndarray) -> None:
+    """No share read along a colour: the textured surface's grey is the brightness."""
+    return None
 
 
 def one_large_photo_ms(images: np.ndarray, repeats: int) -> list[float]:
@@ -121,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common import met, target
 
-    from fmnist_lib import artifact, masking, registry, tracking
+    from fmnist_lib import artifact, evaluation, masking, registry, tracking
     from fmnist_lib.data import load_fashion_mnist
 
     uri = args.model
@@ -138,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "smooth backdrop only": {"TEXTURED": float("inf")},
         "clusters alone, cut 1.5": {"ITEM_CHANCE": float("inf")},
         "network alone": {"_textured_mask": _network_alone},
+        "grey from brightness alone": {"item_grey": _no_item_grey},
+        "item's share, top 100": {"SHARE_TOP": 100},
+        "item's share, ridge 0.01": {"COLOUR_RIDGE": 1e-2},
     }
     for chance, floor in [(0.5, 0.5), (0.5, 1), (0.5, 1.5), (0.3, 1), (0.7, 1)]:
         variants[f"network {chance:g}, floor {floor:g}"] = {
@@ -145,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "SURFACE_FLOOR": floor,
         }
     kept = f"network {masking.ITEM_CHANCE:g}, floor {masking.SURFACE_FLOOR:g}"
-    flags, roughness = {}, {}
+    flags, roughness, cluttered = {}, {}, {}
     print(f"{args.photos} validation images per style, rendered with seed {SEED}:\n")
     print(f"  {'style':<10} {'variant':<38} {'accuracy':>9} {'28x28':>7} {'error':>6} {'ms':>6}")
     for style in STYLES:
@@ -158,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             if style != "cluttered" and name not in ("smooth backdrop only", kept):
                 continue  # a smooth backdrop never reaches the texture step: the same result
             images, doubtful, ms, refused = converted(pictures, constants)
-            right = classifier.predict_proba(images).argmax(1) == labels
+            predicted = classifier.predict_proba(images).argmax(1)
+            right = predicted == labels
             accuracy = float(right.mean())
+            if style == "cluttered":
+                cluttered[name], cluttered_labels = predicted, labels
             if name == kept:
                 flags[style] = (doubtful, right, refused)
             error = float(np.abs(images.astype(np.float64) - originals).mean())
@@ -169,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{error:6.1f} {ms:6.1f}"
             )
     print("\n(error: mean absolute difference from the 28x28 originals, in grey levels)")
+    print("\nPaired with the kept variant, on the same cluttered photos:")
+    for name in ("grey from brightness alone", "clusters alone, cut 1.5", "network alone"):
+        comparison = evaluation.paired_comparison(
+            cluttered_labels, cluttered[kept], cluttered[name], "the kept variant", name
+        )
+        print(f"  {comparison.verdict}.")
     print("\nDoubtful masks (`masking.mask_doubt`: the answer is then 'not sure'):")
     for style, (doubtful, right, refused) in flags.items():
         share = f"{doubtful.sum()} of {len(doubtful)} photos ({refused} refused as blank)"

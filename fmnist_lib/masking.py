@@ -1,7 +1,7 @@
 """Where the item is in a picture: the backdrop behind it, modelled from the picture's border,
 and the mask of what differs from it (`item_mask`), on a smooth backdrop or a textured surface;
-and whether a mask looks like one item (`mask_doubt`). `preprocess.fashion_mnist_steps` calls
-these; chapter 6 explains them."""
+the item's grey levels on a textured surface (`item_grey`); and whether a mask looks like one
+item (`mask_doubt`). `preprocess.fashion_mnist_steps` calls these; chapter 6 explains them."""
 
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ SURFACE_CUT = 1.5
 NETWORK_FILE = Path(__file__).with_name("surface_mask.onnx")
 NETWORK_INPUT = 96
 DISTANCE_RANGE = 8.0
+# On a textured surface an item's grey level is its share of each pixel, read along the colour
+# that best tells the item from the surface's own variation: the item's colour is the median of
+# the mask's darker half (this percentile of its brightness), the surface's variation is the
+# covariance of the border band's colours (plus this ridge, in reflectance squared, so that a
+# flat surface's is never singular), and the share that reads as the darkest item is this
+# percentile of the mask's. Chosen on validation renderings (benchmarks/masks.py).
+ITEM_CORE = 50
+COLOUR_RIDGE = 1e-3
+SHARE_TOP = 99
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # A cluster holding less than this share of the band's pixels is not one of the surface's looks.
 SURFACE_LOOK = 0.05
 # A mask is doubtful, and the answer then "not sure", when it touches more than this share of
@@ -151,7 +161,7 @@ def surface_distance(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     from scipy.cluster.vq import kmeans2
 
     ratio = (rgb / backdrop).astype(np.float32)
-    brightness = ratio @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    brightness = ratio @ LUMA
     mean = ndimage.gaussian_filter(ratio, (TEXTURE_SIGMA, TEXTURE_SIGMA, 0))
     around = ndimage.gaussian_filter(brightness, TEXTURE_SIGMA)
     square = ndimage.gaussian_filter(brightness * brightness, TEXTURE_SIGMA)
@@ -237,7 +247,42 @@ def _textured_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     return mask if mask.any() else clusters
 
 
-def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+def textured(rgb: np.ndarray, backdrop: np.ndarray) -> bool:
+    """Whether the picture's surface is textured: its `roughness` above `TEXTURED`."""
+    return roughness(rgb, backdrop) > TEXTURED
+
+
+def item_grey(rgb: np.ndarray, backdrop: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """On a textured surface, the item as grey levels (float32, 0-255, dark item on light):
+    each pixel's share of the item, read along the colour that separates the item from the
+    surface's own variation (Fisher's discriminant direction: the item's colour over the
+    backdrop, `ITEM_CORE`, weighed by the inverse covariance of the border band's colours,
+    `COLOUR_RIDGE`), scaled so that `SHARE_TOP` of the mask's shares reads as fully dark.
+
+    Brightness alone, the dataset's recipe, counts a wood grain or a two-yarn weave seen
+    through the item's soft parts as the item's own shading; along this direction the
+    surface's variation weighs least. None where it cannot be read (no mask, no border band
+    outside it, an item of the surface's own colour): the brightness is used instead."""
+    if not mask.any():
+        return None
+    ratio = (rgb / backdrop).astype(np.float32)
+    band = _band(mask.shape) & ~mask
+    if band.sum() < 10:
+        return None
+    spread = np.cov(ratio[band].astype(np.float64).T) + COLOUR_RIDGE * np.eye(3)
+    brightness = ratio @ LUMA
+    core = mask & (brightness <= np.percentile(brightness[mask], ITEM_CORE))
+    item = np.median(ratio[core], axis=0).astype(np.float64) - 1
+    weights = np.linalg.solve(spread, item)
+    contrast = float(weights @ item)
+    if contrast < 1e-6:
+        return None  # the item's colour is the surface's: no direction tells them apart
+    share = ((ratio - 1) @ weights.astype(np.float32)) / np.float32(contrast)
+    top = max(float(np.percentile(share[mask], SHARE_TOP)), 1e-3)
+    return np.float32(255) * (1 - np.clip(share / np.float32(top), 0, 1))
+
+
+def item_mask(rgb: np.ndarray, backdrop: np.ndarray, rough: bool | None = None) -> np.ndarray:
     """Where the item is: pixels whose colour differs from the modelled backdrop (relative
     difference, largest over the three channels, so that a yellow shirt on white counts) by
     more than Otsu's threshold and than `SHADOW_SHARE` of the item's typical difference;
@@ -246,10 +291,13 @@ def item_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
     surface-mask network calls the item (`ITEM_CHANCE`) that are also unlike the border's
     colours and textures (`surface_distance` above `SURFACE_FLOOR`), in pieces that touch the
     clusters' own mask (beyond `SURFACE_CUT`; that mask alone if no piece does), small pieces
-    dropped and holes filled, but no growth; if there are none, the smooth backdrop's mask."""
+    dropped and holes filled, but no growth; if there are none, the smooth backdrop's mask.
+    ``rough``: `textured`, when the caller has it already."""
     from scipy import ndimage
 
-    mask = _textured_mask(rgb, backdrop) if roughness(rgb, backdrop) > TEXTURED else None
+    if rough is None:
+        rough = textured(rgb, backdrop)
+    mask = _textured_mask(rgb, backdrop) if rough else None
     if mask is None or not mask.any():
         # The clusters find nothing unlike the surface's looks (a dark shirt on a dark, rough
         # carpet, its colour within the carpet's spread): what differs from the smooth
@@ -292,8 +340,7 @@ def lighter_than_backdrop(rgb: np.ndarray, backdrop: np.ndarray, mask: np.ndarra
     """Whether most of the item is lighter than the backdrop behind it (in luminance)."""
     if not mask.any():
         return False
-    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    ratio = (rgb[mask] @ weights) / (backdrop[mask] @ weights)
+    ratio = (rgb[mask] @ LUMA) / (backdrop[mask] @ LUMA)
     return float(np.median(ratio)) > 1.0
 
 

@@ -43,11 +43,13 @@ from .masking import (  # noqa: F401  (the names chapter 6 and the tests know th
     TRIM_TOLERANCE,
     _border,
     backdrop_model,
+    item_grey,
     item_mask,
     lighter_than_backdrop,
     mask_doubt,
     roughness,
     surface_distance,
+    textured,
 )
 
 
@@ -116,10 +118,11 @@ def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, n
     ``mask``: the item, found by its difference from the backdrop (see `item_mask`);
     ``dark item on light``: the picture divided by its backdrop, which evens out the light,
     with everything outside the mask set to white (a light item on a dark backdrop is negated
-    first); ``trimmed``: cropped to the mask; ``resized``: longest edge to 28 pixels;
-    ``centred``: on a 28x28 white canvas; ``negated``: a light item on black; ``stretched``:
-    background to 0, brightest pixel to 255 (every Fashion-MNIST image spans the full range).
-    The last one is what the model sees.
+    first); on a textured surface, each pixel's share of the item instead, read along the
+    colour that tells the item from the surface (`item_grey`); ``trimmed``: cropped to the
+    mask; ``resized``: longest edge to 28 pixels; ``centred``: on a 28x28 white canvas;
+    ``negated``: a light item on black; ``stretched``: background to 0, brightest pixel to 255
+    (every Fashion-MNIST image spans the full range). The last one is what the model sees.
 
     ``segment=False`` is the dataset's own recipe alone, for plain backdrops: the background is
     the median of the border, and trimming keeps what differs from it by more than 5%.
@@ -142,14 +145,19 @@ def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, n
         backdrop = backdrop_model(rgb)
         backdrop_rgb = Image.fromarray(np.rint(backdrop).astype(np.uint8))
         steps["backdrop"] = np.asarray(backdrop_rgb.convert("L"))
-        mask = item_mask(rgb, backdrop)
+        rough = textured(rgb, backdrop)
+        mask = item_mask(rgb, backdrop, rough)
         steps["mask"] = mask.astype(np.uint8) * 255
         if lighter_than_backdrop(rgb, backdrop, mask):
             # A mid-grey surface: the border's brightness did not tell the item's polarity,
             # the item itself does. Turned into a dark item on light, as the dataset's are.
             rgb, backdrop = 255 - rgb, np.clip(np.float32(256) - backdrop, 1.0, 255.0)
-        evened = np.clip(np.float32(255) * rgb / backdrop, 0, 255)
-        grey = np.asarray(Image.fromarray(np.rint(evened).astype(np.uint8)).convert("L"))
+        shares = item_grey(rgb, backdrop, mask) if rough else None
+        if shares is not None:
+            grey = np.rint(shares).astype(np.uint8)
+        else:
+            evened = np.clip(np.float32(255) * rgb / backdrop, 0, 255)
+            grey = np.asarray(Image.fromarray(np.rint(evened).astype(np.uint8)).convert("L"))
         grey = np.where(mask, grey, 255).astype(np.uint8)
         background = 255.0
         angle = tilt(mask)
