@@ -66,6 +66,9 @@ def converted(pictures: list, constants: dict) -> tuple[np.ndarray, np.ndarray, 
         for name in constants
         if hasattr(module, name)
     }
+    unknown = set(constants) - {name for _, name in saved}
+    if unknown:
+        raise AttributeError(f"not a name of masking or preprocess: {sorted(unknown)}")
     for module, name in saved:
         setattr(module, name, constants[name])
     out, doubtful, refused = [], [], 0
@@ -91,9 +94,7 @@ def _roughness(picture) -> float:
     """`preprocess.roughness` of a picture's working copy, as the conversion measures it."""
     from fmnist_lib import preprocess
 
-    rgb = preprocess._working_copy(picture).astype(np.float32)
-    if np.median(preprocess._border(rgb.mean(axis=2))) < 128:
-        rgb = 255 - rgb  # a dark backdrop is negated first, as the conversion does
+    rgb = preprocess.light_backdrop_copy(picture).astype(np.float32)
     return preprocess.roughness(rgb, preprocess.backdrop_model(rgb))
 
 

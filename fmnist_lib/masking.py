@@ -66,6 +66,9 @@ DISTANCE_RANGE = 8.0
 ITEM_CORE = 50
 COLOUR_RIDGE = 1e-3
 SHARE_TOP = 99
+# An item less than this far from the surface along any direction (in spreads, squared) has
+# no direction of its own: its brightness is read, as on a smooth backdrop.
+ITEM_CONTRAST = 1.0
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # A cluster holding less than this share of the band's pixels is not one of the surface's looks.
 SURFACE_LOOK = 0.05
@@ -262,7 +265,8 @@ def item_grey(rgb: np.ndarray, backdrop: np.ndarray, mask: np.ndarray) -> np.nda
     Brightness alone, the dataset's recipe, counts a wood grain or a two-yarn weave seen
     through the item's soft parts as the item's own shading; along this direction the
     surface's variation weighs least. None where it cannot be read (no mask, no border band
-    outside it, an item of the surface's own colour): the brightness is used instead."""
+    outside it, an item within `ITEM_CONTRAST` of the surface's colours): the brightness is
+    used instead."""
     if not mask.any():
         return None
     ratio = (rgb / backdrop).astype(np.float32)
@@ -275,8 +279,8 @@ def item_grey(rgb: np.ndarray, backdrop: np.ndarray, mask: np.ndarray) -> np.nda
     item = np.median(ratio[core], axis=0).astype(np.float64) - 1
     weights = np.linalg.solve(spread, item)
     contrast = float(weights @ item)
-    if contrast < 1e-6:
-        return None  # the item's colour is the surface's: no direction tells them apart
+    if contrast < ITEM_CONTRAST:
+        return None  # within the surface's spread: no colour tells the item apart
     share = ((ratio - 1) @ weights.astype(np.float32)) / np.float32(contrast)
     top = max(float(np.percentile(share[mask], SHARE_TOP)), 1e-3)
     return np.float32(255) * (1 - np.clip(share / np.float32(top), 0, 1))

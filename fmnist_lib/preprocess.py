@@ -78,6 +78,23 @@ def _working_copy(image: Image.Image) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def _on_light(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """The working copy turned to a light backdrop, as the dataset's photos have: its RGB, its
+    grey levels and the border's median grey, negated where the border is dark; and whether
+    it was."""
+    grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
+    background = float(np.median(_border(grey)))
+    if background < 128:
+        return 255 - rgb, 255 - grey, 255 - background, True
+    return rgb, grey, background, False
+
+
+def light_backdrop_copy(image: Image.Image) -> np.ndarray:
+    """The picture as the mask step sees it: the working copy (8-bit RGB, `WORK_SIZE` at
+    most), negated where its border is dark."""
+    return _on_light(_working_copy(image))[0]
+
+
 def tilt(mask: np.ndarray) -> float:
     """The angle (degrees, counter-clockwise) by which a mirror-symmetric item leans, or 0.
     Most of Fashion-MNIST's items (tops, trousers, dresses, coats, bags) stand upright and are
@@ -109,7 +126,9 @@ def tilt(mask: np.ndarray) -> float:
     return 0.0
 
 
-def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, np.ndarray]:
+def fashion_mnist_steps(
+    image: Image.Image, segment: bool = True, share: bool = True
+) -> dict[str, np.ndarray]:
     """Convert any picture of one item the way Fashion-MNIST was made from Zalando's product
     photos, returning every intermediate image (uint8 arrays, in order) for display:
 
@@ -126,21 +145,18 @@ def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, n
 
     ``segment=False`` is the dataset's own recipe alone, for plain backdrops: the background is
     the median of the border, and trimming keeps what differs from it by more than 5%.
+    ``share=False`` reads a textured surface's item by its brightness too, as before
+    `item_grey` (chapter 6 compares the two).
 
     A 28x28 image that already has a dark background is taken as a Fashion-MNIST image and
     left as it is. An image in which nothing stands out from the background raises
     `ImageError`.
     """
-    rgb = _working_copy(image)
-    grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
-    steps = {"grey": grey}
-    background = float(np.median(_border(grey)))
-    if grey.shape == (SIZE, SIZE) and background < 128:
-        steps["as it is"] = grey
+    rgb, grey, background, negated = _on_light(_working_copy(image))
+    steps = {"grey": 255 - grey if negated else grey}
+    if grey.shape == (SIZE, SIZE) and negated:
+        steps["as it is"] = steps["grey"]
         return steps
-    if background < 128:
-        grey, rgb = 255 - grey, 255 - rgb
-        background = 255 - background
     if segment:
         backdrop = backdrop_model(rgb)
         backdrop_rgb = Image.fromarray(np.rint(backdrop).astype(np.uint8))
@@ -152,7 +168,7 @@ def fashion_mnist_steps(image: Image.Image, segment: bool = True) -> dict[str, n
             # A mid-grey surface: the border's brightness did not tell the item's polarity,
             # the item itself does. Turned into a dark item on light, as the dataset's are.
             rgb, backdrop = 255 - rgb, np.clip(np.float32(256) - backdrop, 1.0, 255.0)
-        shares = item_grey(rgb, backdrop, mask) if rough else None
+        shares = item_grey(rgb, backdrop, mask) if rough and share else None
         if shares is not None:
             grey = np.rint(shares).astype(np.uint8)
         else:

@@ -471,14 +471,6 @@ def test_an_item_on_a_mid_grey_surface_keeps_its_polarity(sample, item):
     assert converted.max() == 255
 
 
-def _as_converted(photo: Image.Image) -> np.ndarray:
-    """The photo's working copy as the conversion masks it: a dark surface negated first."""
-    rgb = preprocess._working_copy(photo).astype(np.float32)
-    if np.median(masking._border(rgb.mean(axis=2))) < 128:
-        rgb = 255 - rgb
-    return rgb
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
@@ -498,7 +490,7 @@ def test_on_every_surface_the_item_is_found_apart_from_the_texture(sample, monke
     found, raw = {}, {}
     for kind, texture in surfaces.items():
         photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
-        rgb = _as_converted(photo)
+        rgb = preprocess.light_backdrop_copy(photo).astype(np.float32)
         backdrop = preprocess.backdrop_model(rgb)
         assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED, kind
         small = np.asarray(Image.fromarray(truth).resize(rgb.shape[1::-1])) > 0
@@ -541,7 +533,7 @@ def test_when_nothing_is_unlike_the_surface_the_smooth_mask_is_the_guess(sample,
 
     texture, _ = custom_images._texture((400, 400), np.random.default_rng(0))
     photo, truth = _on_surface(sample, texture, [0.1, 0.1, 0.1])
-    rgb = _as_converted(photo)
+    rgb = preprocess.light_backdrop_copy(photo).astype(np.float32)
     backdrop = preprocess.backdrop_model(rgb)
     assert preprocess.roughness(rgb, backdrop) > preprocess.TEXTURED
     monkeypatch.setattr(masking, "SURFACE_FLOOR", float("inf"))  # nothing passes the floor,
@@ -612,3 +604,34 @@ def test_the_items_share_is_left_to_the_brightness_where_it_cannot_be_read():
     grey = masking.item_grey(rgb * np.where(centre, 0.4, 1.0)[..., None], backdrop, centre)
     assert grey.dtype == np.float32 and grey.shape == (120, 120)
     assert grey[centre].mean() < 60 and np.median(grey[~centre]) > 200
+
+
+@pytest.mark.parametrize(
+    "yarns, fabric",
+    [
+        ([(0.3, 0.25, 0.2), (0.15, 0.12, 0.1)], [0.55, 0.75, 0.95]),  # a light item, dark check
+        ([(0.75,) * 3, (0.45,) * 3], [0.15] * 3),  # all grey: a black-and-white photo
+    ],
+)
+def test_a_light_or_grey_item_on_a_check_comes_back_close_to_its_image(sample, yarns, fabric):
+    """The share holds where the item is lighter than its surface (negated first) and where a
+    photo has no colour at all (the covariance has one direction: the share is the
+    brightness's)."""
+    photo, _ = _on_surface(sample, _check((400, 400), yarns), fabric)
+    converted = preprocess.to_fashion_mnist(photo)
+    assert converted.max() == 255
+    assert np.abs(converted.astype(int) - sample).mean() < 30
+
+
+def test_a_smooth_backdrop_never_reads_the_items_share(sample, monkeypatch):
+    """Plain and studio photos keep the brightness over the backdrop: `item_grey` is the
+    textured surface's alone."""
+
+    def refuse(rgb, backdrop, mask):
+        raise AssertionError("item_grey called on a smooth backdrop")
+
+    monkeypatch.setattr(preprocess, "item_grey", refuse)
+    photo, _ = studio_photo(sample)
+    assert preprocess.to_fashion_mnist(photo).shape == (28, 28)
+    plain = Image.fromarray(255 - np.kron(sample, np.ones((8, 8), np.uint8)))
+    assert preprocess.to_fashion_mnist(plain).shape == (28, 28)

@@ -49,9 +49,7 @@ def test_the_shipped_network_gives_a_chance_for_each_pixel_of_the_working_copy(i
     photo, coverage = custom_images.cluttered_photo_and_coverage(
         images[1], np.random.default_rng(11)
     )
-    rgb = preprocess._working_copy(photo).astype(np.float32)
-    if np.median(masking._border(rgb.mean(axis=2))) < 128:
-        rgb = 255 - rgb  # a dark surface is negated first, as the conversion does
+    rgb = preprocess.light_backdrop_copy(photo).astype(np.float32)
     backdrop = preprocess.backdrop_model(rgb)
     chance = masking.network_chance(rgb, backdrop, masking.surface_distance(rgb, backdrop))
     assert chance.shape == rgb.shape[:2] and chance.dtype == np.float32
