@@ -78,21 +78,17 @@ def _working_copy(image: Image.Image) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def _on_light(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
-    """The working copy turned to a light backdrop, as the dataset's photos have: its RGB, its
-    grey levels and the border's median grey, negated where the border is dark; and whether
-    it was."""
-    grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
-    background = float(np.median(_border(grey)))
-    if background < 128:
-        return 255 - rgb, 255 - grey, 255 - background, True
-    return rgb, grey, background, False
+def _dark_border(grey: np.ndarray) -> bool:
+    """Whether the picture's border is dark (median grey under 128): the conversion then
+    negates it first, for a light backdrop as the dataset's photos have."""
+    return float(np.median(_border(grey))) < 128
 
 
 def light_backdrop_copy(image: Image.Image) -> np.ndarray:
     """The picture as the mask step sees it: the working copy (8-bit RGB, `WORK_SIZE` at
     most), negated where its border is dark."""
-    return _on_light(_working_copy(image))[0]
+    rgb = _working_copy(image)
+    return 255 - rgb if _dark_border(np.asarray(Image.fromarray(rgb).convert("L"))) else rgb
 
 
 def tilt(mask: np.ndarray) -> float:
@@ -152,11 +148,16 @@ def fashion_mnist_steps(
     left as it is. An image in which nothing stands out from the background raises
     `ImageError`.
     """
-    rgb, grey, background, negated = _on_light(_working_copy(image))
-    steps = {"grey": 255 - grey if negated else grey}
-    if grey.shape == (SIZE, SIZE) and negated:
-        steps["as it is"] = steps["grey"]
+    rgb = _working_copy(image)
+    grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
+    steps = {"grey": grey}
+    dark = _dark_border(grey)
+    if grey.shape == (SIZE, SIZE) and dark:
+        steps["as it is"] = grey
         return steps
+    if dark:
+        grey, rgb = 255 - grey, 255 - rgb
+    background = float(np.median(_border(grey)))
     if segment:
         backdrop = backdrop_model(rgb)
         backdrop_rgb = Image.fromarray(np.rint(backdrop).astype(np.uint8))
